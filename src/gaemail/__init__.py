@@ -1,0 +1,41 @@
+"""gaemail: sendmail for servers that deliver through a signed proxy on App Engine.
+
+`from gaemail import GmailProxy, MessageSendingFailure` is the Python API.  The
+names load on first use, so that `gmail`, which imports this package once per
+message, does not pay for httpx.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "ConfigurationError",
+    "GmailProxy",
+    "MessageRejected",
+    "MessageSendingFailure",
+    "SignatureRejected",
+    "TemporaryFailure",
+]
+
+if TYPE_CHECKING:
+    from gaemail.client import GmailProxy
+    from gaemail.errors import (
+        ConfigurationError,
+        MessageRejected,
+        MessageSendingFailure,
+        SignatureRejected,
+        TemporaryFailure,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GmailProxy":
+        from gaemail.client import GmailProxy
+
+        return GmailProxy
+    if name in __all__:
+        from gaemail import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module 'gaemail' has no attribute {name!r}")

@@ -1,0 +1,160 @@
+"""The wire protocol between a gaemail client and the proxy.  Standard library only.
+
+Version 1 is appengine-mailer's documented interface, kept byte for byte so that
+clients written for it keep working:
+
+    POST <proxy URL>     Content-Type: application/x-www-form-urlencoded
+      msg         the RFC 2822 message
+      signature   base64(HMAC-SHA1(secret, msg)), no trailing newline
+      fix_sender  optional; non-empty asks the proxy to send from its default
+                  sender when the message's own sender is refused or missing
+
+    204  sent                      400  refused, text/plain one-line reason
+    413  too large                 500  anything else (503: try again later)
+
+The proxy also names the kind of refusal in an `X-Gaemail-Error` header so a
+client need not parse reason text; v1 clients simply ignore it.  A later version
+lives beside this one as its own encode/decode pair, chosen by the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote_from_bytes
+
+from gaemail.errors import (
+    MessageRejected,
+    MessageSendingFailure,
+    SignatureRejected,
+    TemporaryFailure,
+)
+
+FIELD_MSG = "msg"
+FIELD_SIGNATURE = "signature"
+FIELD_FIX_SENDER = "fix_sender"
+CONTENT_TYPE = "application/x-www-form-urlencoded"
+ERROR_HEADER = "X-Gaemail-Error"
+
+# Statuses, named once.
+SENT = 204
+OK = 200
+BAD_REQUEST = 400
+TOO_LARGE = 413
+SERVER_ERROR = 500
+UNAVAILABLE = 503
+
+# Kinds of refusal carried in ERROR_HEADER.
+KIND_REQUEST = "request"  # a field is missing or malformed
+KIND_SIGNATURE = "signature"  # no configured key matches
+KIND_MESSAGE = "message"  # the Mail API would not send this message
+KIND_TOO_LARGE = "too-large"
+KIND_TEMPORARY = "temporary"  # quota, deadline: retry later
+KIND_INTERNAL = "internal"  # the proxy itself is misconfigured or broken
+
+# Reason texts of the 2010 server, kept so that old log watchers still match.
+REASON_NO_MESSAGE = "No message found"
+REASON_NO_SIGNATURE = "No signature found"
+REASON_BAD_SIGNATURE = "Signature doesn't match"
+
+# App Engine's Mail API takes at most 31.5 MB per message; a form-encoded message
+# can be three times its size (every 8-bit byte becomes %XX), so the proxy reads
+# bodies up to this size and judges the decoded message against MAX_MESSAGE_BYTES.
+MAX_MESSAGE_BYTES = 31_500_000
+MAX_REQUEST_BYTES = 3 * MAX_MESSAGE_BYTES + 4096
+
+
+def sign(secret: bytes, msg: bytes) -> str:
+    """The v1 signature of `msg`: base64 of its HMAC-SHA1, no newline."""
+    return base64.b64encode(hmac.new(secret, msg, hashlib.sha1).digest()).decode("ascii")
+
+
+def verify(keys: Iterable[bytes], msg: bytes, signature: str) -> bool:
+    """True when any key signed `msg`.
+
+    Every key is tried and compared in constant time, so the answer's timing says
+    neither which key matched nor how much of the signature was right.
+    """
+    offered = signature.strip().encode("ascii", "replace")
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(sign(key, msg).encode("ascii"), offered)
+    return matched
+
+
+def encode_request(msg: bytes, secret: bytes, *, fix_sender: bool = False) -> bytes:
+    """The v1 request body for `msg`, signed with `secret`."""
+    fields = [
+        (FIELD_MSG, quote_from_bytes(msg, safe="")),
+        (FIELD_SIGNATURE, quote_from_bytes(sign(secret, msg).encode("ascii"), safe="")),
+    ]
+    if fix_sender:
+        fields.append((FIELD_FIX_SENDER, "1"))
+    return "&".join(f"{name}={value}" for name, value in fields).encode("ascii")
+
+
+@dataclass(frozen=True)
+class SignedMessage:
+    """A decoded v1 request: the message bytes exactly as signed."""
+
+    msg: bytes
+    signature: str
+    fix_sender: bool
+
+
+class RequestError(ValueError):
+    """A request that is not a well-formed v1 request; str() is the reason."""
+
+    kind = KIND_REQUEST
+
+
+def decode_request(body: bytes) -> SignedMessage:
+    """Parse a v1 form body without losing a byte of `msg`.
+
+    Form values are decoded as latin-1, which maps every byte to one code point,
+    so an 8-bit message that is not UTF-8 survives and the signature is checked
+    over exactly the bytes the client signed.
+    """
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise RequestError("The form body is not URL-encoded") from None
+    fields: dict[str, str] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True, encoding="latin-1"):
+        fields.setdefault(name, value)
+    msg = fields.get(FIELD_MSG, "")
+    if not msg:
+        raise RequestError(REASON_NO_MESSAGE)
+    signature = fields.get(FIELD_SIGNATURE, "")
+    if not signature:
+        raise RequestError(REASON_NO_SIGNATURE)
+    return SignedMessage(
+        msg=msg.encode("latin-1"),
+        signature=signature,
+        fix_sender=bool(fields.get(FIELD_FIX_SENDER)),
+    )
+
+
+def failure_for(status: int, reason: str, kind: str | None = None) -> MessageSendingFailure | None:
+    """The exception a client raises for a response, or None when it means sent.
+
+    `kind` is the X-Gaemail-Error header; without it (an older proxy) the 2010
+    reason text still tells a bad signature from a refused message.
+    """
+    if status in (SENT, OK):
+        return None
+    reason = " ".join(reason.split()) or f"the proxy answered HTTP {status}"
+    if status == BAD_REQUEST:
+        if kind == KIND_SIGNATURE or (kind is None and reason == REASON_BAD_SIGNATURE):
+            return SignatureRejected(reason, status)
+        return MessageRejected(reason, status)
+    if status == TOO_LARGE:
+        return MessageRejected(reason, status)
+    if 500 <= status < 600 or status in (408, 429):
+        return TemporaryFailure(reason, status)
+    # A redirect, 404 or 405 means the URL points somewhere that is not the proxy.
+    # The message is fine; keep it (queued, or deferred by Exim) until the setting is.
+    return TemporaryFailure(f"unexpected answer from the proxy URL ({reason})", status)

@@ -137,8 +137,7 @@ class Settings:
             seconds = -1.0
         if not 0 < seconds <= 3600:
             raise ConfigurationError(
-                f"timeout from {setting.source} must be a number of seconds"
-                " between 0 and 3600"
+                f"timeout from {setting.source} must be a number of seconds between 0 and 3600"
             )
         return seconds
 
@@ -171,8 +170,13 @@ class Settings:
 
     def report(self) -> list[tuple[str, str, str]]:
         """(variable, shown value, source) for every setting, for `gaemail config`."""
-        rows = [(ENVDIR_VARIABLE, self.envdir, "environment" if
-                 self._environ.get(ENVDIR_VARIABLE) else "default")]
+        rows = [
+            (
+                ENVDIR_VARIABLE,
+                self.envdir,
+                "environment" if self._environ.get(ENVDIR_VARIABLE) else "default",
+            )
+        ]
         for key, spec in SPECS.items():
             try:
                 setting = self.get(key)

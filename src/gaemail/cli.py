@@ -1,0 +1,127 @@
+"""`gmail`: mail(1) and sendmail in one command, exiting with sysexits codes.
+
+This module is the only place where gmail turns errors into exit statuses.  Its
+imports are the per-message cost of every cron job and PHP page that sends mail,
+so it loads only the standard library's core (see bench/ and argv.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO, NoReturn, TextIO
+
+from gaemail import argv
+from gaemail.compose import Defaults, Outgoing, compose_mail, prepare_message
+from gaemail.config import Settings
+from gaemail.envelope import RecipientResolver
+from gaemail.errors import EX_OK, GaemailError, LocalIOError, UsageError, describe_os_error
+
+
+@dataclass
+class Environment:
+    """Everything gmail touches outside itself, so tests can run main() in-process."""
+
+    stdin: BinaryIO = field(default_factory=lambda: sys.stdin.buffer)
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    program: str = field(default_factory=lambda: os.path.basename(sys.argv[0]) or "gmail")
+
+
+def main(args: list[str] | None = None, env: Environment | None = None) -> NoReturn:
+    sys.exit(run(sys.argv[1:] if args is None else args, env or Environment()))
+
+
+def run(args: list[str], env: Environment) -> int:
+    """Run gmail and return its exit status; every error becomes one stderr line."""
+    try:
+        return _dispatch(argv.parse(env.program, args), env)
+    except GaemailError as exc:
+        env.stderr.write(f"{env.program}: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        env.stderr.write(f"{env.program}: interrupted; the message was not sent\n")
+        return LocalIOError.exit_code
+
+
+def _dispatch(inv: argv.Invocation, env: Environment) -> int:
+    if inv.mode == "help":
+        env.stdout.write(argv.help_text(env.program))
+        return EX_OK
+    if inv.mode == "version":
+        from importlib.metadata import version
+
+        env.stdout.write(f"gmail (gaemail) {version('gaemail')}\n")
+        return EX_OK
+    if inv.mode in ("list", "flush"):
+        raise UsageError("this gmail has no local queue yet")
+    settings = Settings(inv.settings, env.environ)
+    outgoing = build(inv, read_stdin(env.stdin), settings, env.environ)
+    send_now(outgoing, settings)
+    if inv.verbose:
+        env.stderr.write(
+            f"{env.program}: sent {outgoing.message_id} to "
+            f"{', '.join(outgoing.envelope.recipients)}\n"
+        )
+    return EX_OK
+
+
+def read_stdin(stream: BinaryIO) -> bytes:
+    try:
+        return stream.read()
+    except OSError as exc:
+        raise LocalIOError(f"cannot read the message: {describe_os_error(exc)}") from None
+
+
+def build(
+    inv: argv.Invocation, data: bytes, settings: Settings, environ: Mapping[str, str]
+) -> Outgoing:
+    """The message and envelope the command line and stdin describe."""
+    resolver = RecipientResolver(settings.value("aliases"), settings.value("default_domain"))
+    defaults = Defaults(sender=settings.value("from"), hostname=socket.gethostname())
+    if inv.personality == "mail":
+        return compose_mail(
+            data,
+            to=inv.recipients,
+            cc=inv.cc,
+            bcc=inv.bcc,
+            subject=inv.subject,
+            sender=inv.sender,
+            extra_headers=inv.headers,
+            resolver=resolver,
+            defaults=defaults,
+            fix_sender=bool(inv.fix_sender),
+        )
+    # Exim's pipe transport hands the envelope sender over in $SENDER.
+    sender = inv.sender if inv.sender is not None else environ.get("SENDER")
+    return prepare_message(
+        data,
+        recipients=inv.recipients,
+        read_headers=inv.read_headers,
+        dot_ends=inv.dot_ends,
+        sender=sender,
+        full_name=inv.full_name,
+        resolver=resolver,
+        defaults=defaults,
+        # Cron's "root", PHP's "www-data@host": programs that call sendmail rarely
+        # write a sender App Engine accepts, and a refusal would lose their mail.
+        fix_sender=inv.fix_sender is not False,
+    )
+
+
+def send_now(outgoing: Outgoing, settings: Settings) -> None:
+    """Sign and POST the message; returns only when the proxy accepted it."""
+    from gaemail import transport
+
+    endpoint = transport.Endpoint.parse(settings.require("url").value)
+    transport.send(
+        endpoint,
+        outgoing.data,
+        settings.secret_key(),
+        fix_sender=outgoing.fix_sender,
+        timeout=settings.timeout(),
+    )

@@ -44,7 +44,10 @@ def parse_aliases(text: str) -> dict[str, list[str]]:
         name, colon, targets = entry.partition(":")
         if not colon or not name.strip():
             continue
-        entries[name.strip().casefold()] = [t.strip() for t in _split_targets(targets) if t]
+        found = (t.strip() for t in _split_targets(targets))
+        entries[name.strip().casefold()] = [
+            t.strip('"') if t.startswith('"') else t for t in found if t
+        ]
     return entries
 
 

@@ -141,6 +141,20 @@ OPTIONS: tuple[Option, ...] = (
         "From as Reply-To (the default for sendmail style and for messages without From)",
     ),
     Option(("--no-fix-sender",), "flag", "both", "never let the proxy replace the sender"),
+    Option(
+        ("--queue-dir",),
+        "value",
+        "both",
+        "queue directory (else GMAIL_QUEUE_DIR; "
+        "default /var/spool/gaemail for root, else per user)",
+        "DIR",
+    ),
+    Option(
+        ("--no-queue",),
+        "flag",
+        "both",
+        "deliver now and never queue: a temporary failure exits 75 (for Exim's pipe transport)",
+    ),
     Option(("--help",), "flag", "both", "show this help and exit"),
     Option(("--version",), "flag", "both", "show the version and exit"),
 )
@@ -153,6 +167,7 @@ SETTING_FLAGS = {
     "--aliases": "aliases",
     "--default-domain": "default_domain",
     "--timeout": "timeout",
+    "--queue-dir": "queue_dir",
 }
 # -bX modes: m sends (the default); p lists the queue.  The rest are sendmail
 # services gmail does not provide, refused by name rather than misread.
@@ -189,7 +204,7 @@ class Invocation:
     cc: list[str] = field(default_factory=list)
     bcc: list[str] = field(default_factory=list)
     headers: list[str] = field(default_factory=list)  # -a
-    delivery: str | None = None  # -od?
+    delivery: str | None = None  # -od?: interactive, background, queue; or "none"
     verbose: bool = False
     fix_sender: bool | None = None  # None: on for sendmail style and for messages without From
     settings: dict[str, str | None] = field(default_factory=dict)
@@ -334,6 +349,8 @@ def _apply(
         inv.verbose = True
     elif spelling in ("--fix-sender", "--no-fix-sender"):
         inv.fix_sender = spelling == "--fix-sender"
+    elif spelling == "--no-queue":
+        inv.delivery = "none"
     elif spelling == "--help":
         inv.mode = "help"
     elif spelling == "--version":
@@ -360,7 +377,8 @@ def _apply_o(inv: Invocation, value: str) -> None:
     elif value.startswith("d") and len(value) == 2:
         if value[1] not in DELIVERY_MODES:
             raise UsageError(f"unknown delivery mode -o{value}; use -odi, -odb or -odq")
-        inv.delivery = DELIVERY_MODES[value[1]]
+        if inv.delivery != "none":  # --no-queue wins: Exim relies on it
+            inv.delivery = DELIVERY_MODES[value[1]]
     # -oem, -oee, -oep, -oL... are sendmail tuning with no meaning here.
 
 

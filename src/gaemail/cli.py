@@ -10,15 +10,25 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, NoReturn, TextIO
 
-from gaemail import argv
+from gaemail import argv, queueing
 from gaemail.compose import Defaults, Outgoing, compose_mail, prepare_message
 from gaemail.config import Settings
 from gaemail.envelope import RecipientResolver
-from gaemail.errors import EX_OK, GaemailError, LocalIOError, UsageError, describe_os_error
+from gaemail.errors import (
+    EX_OK,
+    GaemailError,
+    LocalIOError,
+    MessageSendingFailure,
+    describe_os_error,
+)
+from gaemail.journal import Journal
+from gaemail.spool import Envelope as QueuedEnvelope
+from gaemail.spool import Spool, State
 
 
 @dataclass
@@ -57,15 +67,106 @@ def _dispatch(inv: argv.Invocation, env: Environment) -> int:
 
         env.stdout.write(f"gmail (gaemail) {version('gaemail')}\n")
         return EX_OK
-    if inv.mode in ("list", "flush"):
-        raise UsageError("this gmail has no local queue yet")
     settings = Settings(inv.settings, env.environ)
+    if inv.mode == "list":
+        env.stdout.write(queueing.listing(queueing.open_spool(settings, env.environ)))
+        return EX_OK
+    if inv.mode == "flush":
+        return _flush(settings, env, verbose=inv.verbose)
     outgoing = build(inv, read_stdin(env.stdin), settings, env.environ)
-    send_now(outgoing, settings)
-    if inv.verbose:
+    return _deliver(outgoing, delivery_mode(inv), settings, env, verbose=inv.verbose)
+
+
+def delivery_mode(inv: argv.Invocation) -> str:
+    """-od? or --no-queue as given; else background for sendmail style, else interactive."""
+    if inv.delivery:
+        return inv.delivery
+    return "background" if inv.personality == "sendmail" else "interactive"
+
+
+def _deliver(
+    outgoing: Outgoing, mode: str, settings: Settings, env: Environment, verbose: bool
+) -> int:
+    journal = Journal(env.program, env.environ)
+    if mode in ("none", "interactive"):
+        try:
+            send_now(outgoing, settings)
+        except MessageSendingFailure as exc:
+            if mode == "none" or not exc.temporary:
+                raise
+            ident = _enqueue(outgoing, settings, env, journal, deferred=str(exc))
+            env.stderr.write(f"{env.program}: {exc}; queued as {ident} for a later attempt\n")
+            return EX_OK
+        if verbose:
+            env.stderr.write(
+                f"{env.program}: sent {outgoing.message_id} to "
+                f"{', '.join(outgoing.envelope.recipients)}\n"
+            )
+        _flush_due_in_background(settings, env, journal)
+        return EX_OK
+    ident = _enqueue(outgoing, settings, env, journal)
+    if mode == "background" and queueing.can_deliver(settings) and queueing.detach():
+        try:
+            queueing.deliver_in_background(_spool(settings, env), settings, journal, ident)
+        finally:
+            os._exit(EX_OK)
+    if verbose:
+        env.stderr.write(f"{env.program}: queued {outgoing.message_id} as {ident}\n")
+    return EX_OK
+
+
+def _spool(settings: Settings, env: Environment) -> Spool:
+    return queueing.open_spool(settings, env.environ)
+
+
+def _enqueue(
+    outgoing: Outgoing, settings: Settings, env: Environment, journal: Journal, deferred: str = ""
+) -> str:
+    """Queue durably; from here on the message is ours and the caller may go."""
+    spool = _spool(settings, env)
+    clock = time.time()
+    envelope = QueuedEnvelope(
+        message_id=outgoing.message_id,
+        sender=outgoing.envelope.sender,
+        recipients=outgoing.envelope.recipients,
+        fix_sender=outgoing.fix_sender,
+        created=clock,
+        size=len(outgoing.data),
+    )
+    ident = spool.enqueue(outgoing.data, envelope, clock)
+    if deferred:
+        state = State()
+        state.backoff(clock, deferred)
+        spool.write_state(ident, state)
+    journal.record("queued", ident, envelope, deferred)
+    return ident
+
+
+def _flush_due_in_background(settings: Settings, env: Environment, journal: Journal) -> None:
+    """After a successful send the proxy is up: try what waits in the queue."""
+    spool = _spool(settings, env)
+    if spool.ids() and queueing.detach():
+        try:
+            queueing.deliver_in_background(spool, settings, journal)
+        finally:
+            os._exit(EX_OK)
+
+
+def _flush(settings: Settings, env: Environment, verbose: bool) -> int:
+    """gmail -q: attempt everything now, ignoring backoff, like exim -qf."""
+    outcomes = queueing.flush(
+        _spool(settings, env),
+        settings,
+        Journal(env.program, env.environ),
+        force=True,
+        progress=queueing.terminal_progress(env.stderr),
+    )
+    if verbose or env.stderr.isatty():
+        env.stderr.write(f"{env.program}: {queueing.summary(outcomes)}\n")
+    elif outcomes.get("failed"):
         env.stderr.write(
-            f"{env.program}: sent {outgoing.message_id} to "
-            f"{', '.join(outgoing.envelope.recipients)}\n"
+            f"{env.program}: {outcomes['failed']} message(s) failed for good; "
+            "see mailq --failed and the mail log\n"
         )
     return EX_OK
 

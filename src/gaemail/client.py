@@ -76,17 +76,17 @@ class GmailProxy:
     def send_mail(self, msg: MessageLike) -> bool:
         """Send one message; True when the proxy accepted it."""
         data = message_bytes(msg)
-        fix_sender = self.fix_sender or not _has_sender(data)
-        body = protocol.encode_request(data, self._secret, fix_sender=fix_sender)
         try:
-            self._post(body)
+            self.send_raw(data, fix_sender=self.fix_sender or not _has_sender(data))
         except MessageSendingFailure:
             if self.fail_silently:
                 return False
             raise
         return True
 
-    def _post(self, body: bytes) -> None:
+    def send_raw(self, data: bytes, fix_sender: bool) -> None:
+        """Sign and post message bytes as they are; raises on any failure."""
+        body = protocol.encode_request(data, self._secret, fix_sender=fix_sender)
         try:
             response = self._client.post(
                 self.endpoint.url, content=body, headers={"Content-Type": protocol.CONTENT_TYPE}

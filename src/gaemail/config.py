@@ -51,6 +51,12 @@ SPECS: dict[str, Spec] = {
             "domain added to unqualified recipients",
         ),
         Spec("timeout", "--timeout", "GMAIL_TIMEOUT", "seconds to wait for the proxy", "30"),
+        Spec(
+            "queue_dir",
+            "--queue-dir",
+            "GMAIL_QUEUE_DIR",
+            "queue directory (default /var/spool/gaemail for root, else per user)",
+        ),
     )
 }
 

@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` and `make test`.  Both set up
+# everything they need on a fresh Debian machine first.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test check lint bench venv system-deps
+
+venv:
+	./scripts/setup-venv
+
+system-deps:
+	./scripts/setup-system
+
+demo: venv
+	./scripts/demo
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+test: system-deps venv lint
+	$(VENV)/bin/pytest
+
+bench: system-deps venv
+	$(PY) bench/run.py

@@ -1,0 +1,150 @@
+"""Queue operations shared by `gmail` (-q, -bp, background delivery) and `gaemail queue`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import Mapping
+from typing import TextIO
+
+from gaemail.config import Settings
+from gaemail.errors import ConfigurationError, MessageSendingFailure
+from gaemail.flush import Deliverer, Progress, SendFn
+from gaemail.journal import Journal
+from gaemail.spool import Item, Spool, age_text, default_queue_dir, now
+
+
+def open_spool(settings: Settings, environ: Mapping[str, str]) -> Spool:
+    path = settings.value("queue_dir") or default_queue_dir(dict(environ))
+    return Spool(path)
+
+
+def can_deliver(settings: Settings) -> bool:
+    """Whether this user may sign: the URL and the secret are both readable."""
+    try:
+        settings.require("url")
+        settings.secret_key()
+    except ConfigurationError:
+        return False
+    return True
+
+
+def one_shot_sender(settings: Settings) -> SendFn:
+    """Sends with a fresh http.client connection: right for one message."""
+    from gaemail import transport
+
+    endpoint = transport.Endpoint.parse(settings.require("url").value)
+    secret, timeout = settings.secret_key(), settings.timeout()
+
+    def send(data: bytes, fix_sender: bool) -> None:
+        transport.send(endpoint, data, secret, fix_sender=fix_sender, timeout=timeout)
+
+    return send
+
+
+def flush(
+    spool: Spool,
+    settings: Settings,
+    journal: Journal,
+    *,
+    force: bool,
+    jobs: int = 4,
+    progress: Progress | None = None,
+) -> Counter[str]:
+    """Attempt every queued message (only the due ones unless `force`)."""
+    ids = spool.ids()
+    if not ids:
+        return Counter()
+    spool.clean_tmp(now())
+    from gaemail.client import GmailProxy  # keep-alive connections for many messages
+
+    with GmailProxy(
+        settings.secret_key(), settings.require("url").value, timeout=settings.timeout()
+    ) as proxy:
+        deliverer = Deliverer(spool, proxy.send_raw, journal, now)
+        return deliverer.run(ids, force=force, jobs=jobs, progress=progress)
+
+
+def summary(outcomes: Counter[str]) -> str:
+    total = sum(outcomes.values())
+    if not total:
+        return "the queue is empty"
+    parts = ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items()))
+    return f"{total} queued message{'s' if total != 1 else ''}: {parts}"
+
+
+def terminal_progress(stream: TextIO) -> Progress | None:
+    """A one-line progress counter, only when a person is watching."""
+    if not stream.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        stream.write(f"\rflushing {done}/{total}")
+        if done == total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def listing(spool: Spool, failed: bool = False) -> str:
+    """mailq's table: id, age, size, attempts, sender, recipients, last error."""
+    area = "failed" if failed else "new"
+    ids = spool.failed_ids() if failed else spool.ids()
+    if not ids:
+        return "No failed messages.\n" if failed else "Mail queue is empty.\n"
+    items: list[Item] = []
+    for ident in ids:
+        try:
+            items.append(spool.item(ident, area))
+        except (OSError, ValueError):
+            continue  # sent or moved while we listed
+    at = now()
+    lines = [f"{'ID':<28} {'Age':>5} {'Size':>8} {'Tries':>5}  Sender / Recipients"]
+    for item in items:
+        env = item.envelope
+        lines.append(
+            f"{item.id:<28} {age_text(at - env.created):>5} {env.size:>8} "
+            f"{item.state.attempts:>5}  <{env.sender or ''}>"
+        )
+        lines.append(f"{'':<50}{', '.join(env.recipients)}")
+        if item.state.last_error:
+            lines.append(f"{'':<50}({item.state.last_error})")
+    lines.append(
+        f"-- {len(items)} message{'s' if len(items) != 1 else ''}"
+        f"{' failed' if failed else ' queued'}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def detach() -> bool:
+    """Fork a child that is no longer tied to the caller; True in the child.
+
+    The child leaves the caller's session and lets go of its stdin, stdout and
+    stderr, so a caller that waits for end-of-file on them returns at once.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() != 0:
+        return False
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    return True
+
+
+def deliver_in_background(
+    spool: Spool, settings: Settings, journal: Journal, ident: str | None = None
+) -> None:
+    """A detached child's work: message `ident` now, then whatever else is due."""
+    try:
+        if ident is not None:
+            deliverer = Deliverer(spool, one_shot_sender(settings), journal, now)
+            if deliverer.attempt(ident, force=True) != "sent":
+                return  # the proxy is not taking mail: leave the rest to their backoff
+        if spool.ids():
+            flush(spool, settings, journal, force=False)
+    except (MessageSendingFailure, ConfigurationError, OSError) as exc:
+        journal.write(3, f"{ident or 'queue'}: background delivery stopped: {exc}")

@@ -1,0 +1,315 @@
+"""The durable local queue: one file per message, Maildir discipline, flock locks.
+
+Layout under the queue directory:
+
+    tmp/     messages being written; never read by a flush
+    new/     complete messages, each `ID` = a JSON envelope line + the wire message
+    state/   `ID.json`: attempts, next attempt, last error (written by deliverers)
+    failed/  messages refused for good or expired, with their state
+
+A message is written to tmp/, fsynced, renamed into new/ and the directory
+fsynced before anyone is told it is queued, so a crash at any point loses nothing
+that was acknowledged.  Whoever delivers a message holds an exclusive flock on
+its file for the whole attempt; the kernel drops the lock if that process dies,
+so a crashed flusher never blocks the queue.  A sent message is unlinked while
+still locked, and every flusher re-checks after locking that the file it holds is
+still queued, so no message is sent twice by two flushers.
+
+In a shared queue (`gaemail queue init`), tmp/ and new/ are a drop box that any
+user can write to and none can list (mode 3733, group of the deliverer; files
+inherit the group and are 0640), so senders need no secret: the deliverer
+account, which alone can read the secret, signs and sends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from gaemail.errors import LocalIOError, describe_os_error
+
+SUBDIRS = ("tmp", "new", "state", "failed")
+MAX_AGE_SECONDS = 5 * 24 * 3600  # as sendmail's Timeout.queuereturn
+BACKOFF_FIRST = 60.0
+BACKOFF_MAX = 3600.0
+STALE_TMP_SECONDS = 36 * 3600  # Maildir's rule for abandoned tmp files
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the queue keeps beside the message."""
+
+    message_id: str
+    sender: str | None
+    recipients: list[str]
+    fix_sender: bool
+    created: float
+    size: int
+
+
+@dataclass
+class State:
+    """Delivery history of one message."""
+
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str = ""
+    permanent: bool = False
+
+    def backoff(self, now: float, error: str) -> None:
+        self.attempts += 1
+        self.last_error = error
+        delay = min(BACKOFF_FIRST * 2 ** (self.attempts - 1), BACKOFF_MAX)
+        self.next_attempt = now + delay
+
+
+@dataclass
+class Item:
+    """A queued message as listed: its id, envelope and state."""
+
+    id: str
+    envelope: Envelope
+    state: State = field(default_factory=State)
+
+
+def default_queue_dir(environ: dict[str, str] | os._Environ[str]) -> str:
+    """/var/spool/gaemail for root; a per-user state directory otherwise."""
+    if os.geteuid() == 0:
+        return "/var/spool/gaemail"
+    base = environ.get("XDG_STATE_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "gaemail", "queue")
+
+
+def new_id(clock: float) -> str:
+    """Sortable by time, unique across processes and machines."""
+    return f"{int(clock * 1_000_000):x}.{os.getpid():x}.{os.urandom(4).hex()}"
+
+
+class Spool:
+    """One queue directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def dir(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def ensure(self) -> None:
+        """Create a private queue (per-user) if it is not there yet."""
+        for name in SUBDIRS:
+            try:
+                os.makedirs(self.dir(name), mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise LocalIOError(f"cannot create the queue: {describe_os_error(exc)}") from None
+
+    # -- producers ---------------------------------------------------------------
+
+    def enqueue(self, data: bytes, envelope: Envelope, clock: float) -> str:
+        """Write a message durably; returns its queue id once it is safe on disk."""
+        if not os.path.isdir(self.dir("new")):
+            self.ensure()
+        ident = new_id(clock)
+        header = json.dumps(asdict(envelope), separators=(",", ":")).encode() + b"\n"
+        tmp_path = os.path.join(self.dir("tmp"), ident)
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                # Whatever the caller's umask, the deliverer's group must read it.
+                os.fchmod(fd, 0o640)
+                _write_all(fd, header + data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp_path, os.path.join(self.dir("new"), ident))
+            _fsync_dir(self.dir("new"))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_path)
+            raise LocalIOError(f"cannot queue the message: {describe_os_error(exc)}") from None
+        return ident
+
+    # -- deliverers --------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        """Queued ids, oldest first."""
+        try:
+            return sorted(n for n in os.listdir(self.dir("new")) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise LocalIOError(f"cannot list the queue: {describe_os_error(exc)}") from None
+
+    def failed_ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.dir("failed"))
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if not n.endswith(".json"))
+
+    def read(self, ident: str, area: str = "new") -> tuple[Envelope, bytes]:
+        with open(self._message_path(ident, area), "rb") as f:
+            return _parse(f.read())
+
+    def state(self, ident: str, area: str = "new") -> State:
+        path = self._state_path(ident, area)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return State(**json.load(f))
+        except FileNotFoundError:
+            return State()
+        except (OSError, ValueError, TypeError):
+            return State(last_error=f"unreadable state file {path}")
+
+    def item(self, ident: str, area: str = "new") -> Item:
+        return Item(ident, self.read(ident, area)[0], self.state(ident, area))
+
+    @contextlib.contextmanager
+    def claim(self, ident: str) -> Iterator[Claim | None]:
+        """Lock a queued message for one delivery attempt; None if someone else has it."""
+        path = self._message_path(ident, "new")
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            yield None
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    yield None
+                    return
+                raise
+            # Between our open and our lock another flusher may have sent it.
+            if not _same_file(fd, path):
+                yield None
+                return
+            with os.fdopen(os.dup(fd), "rb") as f:
+                envelope, data = _parse(f.read())
+            yield Claim(self, ident, envelope, data, self.state(ident))
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _message_path(self, ident: str, area: str) -> str:
+        if "/" in ident or ident.startswith("."):
+            raise LocalIOError(f"no queued message {ident!r}")
+        return os.path.join(self.dir(area), ident)
+
+    def _state_path(self, ident: str, area: str) -> str:
+        folder = "failed" if area == "failed" else "state"
+        return os.path.join(self.dir(folder), ident + ".json")
+
+    def write_state(self, ident: str, state: State, area: str = "new") -> None:
+        path = self._state_path(ident, area)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(asdict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def delete(self, ident: str, area: str = "new") -> None:
+        """Remove a message and its state (a deliverer's or an administrator's act)."""
+        os.unlink(self._message_path(ident, area))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._state_path(ident, area))
+        _fsync_dir(self.dir(area))
+
+    def clean_tmp(self, now: float) -> int:
+        """Remove tmp files abandoned by crashed writers; they were never acknowledged."""
+        removed = 0
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.dir("tmp")):
+                path = os.path.join(self.dir("tmp"), name)
+                with contextlib.suppress(OSError):
+                    if now - os.lstat(path).st_mtime > STALE_TMP_SECONDS:
+                        os.unlink(path)
+                        removed += 1
+        return removed
+
+
+@dataclass
+class Claim:
+    """A message locked for delivery; ends in sent(), deferred() or failed()."""
+
+    spool: Spool
+    id: str
+    envelope: Envelope
+    data: bytes
+    state: State
+
+    def sent(self) -> None:
+        self.spool.delete(self.id)
+
+    def deferred(self, error: str, now: float) -> None:
+        self.state.backoff(now, error)
+        self.spool.write_state(self.id, self.state)
+
+    def failed(self, error: str) -> None:
+        self.state.attempts += 1
+        self.state.last_error = error
+        self.state.permanent = True
+        self.spool.write_state(self.id, self.state, "failed")
+        os.rename(
+            os.path.join(self.spool.dir("new"), self.id),
+            os.path.join(self.spool.dir("failed"), self.id),
+        )
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.spool._state_path(self.id, "new"))
+        _fsync_dir(self.spool.dir("new"))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _parse(raw: bytes) -> tuple[Envelope, bytes]:
+    header, _, data = raw.partition(b"\n")
+    return Envelope(**json.loads(header)), data
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        held = os.fstat(fd)
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def due(item: Item, now: float) -> bool:
+    return item.state.next_attempt <= now
+
+
+def expired(envelope: Envelope, now: float, max_age: float = MAX_AGE_SECONDS) -> bool:
+    return now - envelope.created > max_age
+
+
+def age_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def now() -> float:
+    return time.time()

@@ -13,6 +13,7 @@ from typing import NoReturn
 import click
 
 from gaemail.errors import EX_USAGE, GaemailError, exit_code_for
+from gaemail.queue_admin import queue
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +38,87 @@ def config_command(url: str | None, secret_file: str | None) -> None:
     for name, value, source in rows:
         line = f"{name:<{width}}  {value}"
         click.echo(f"{line}  [{source}]" if source else line)
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8025,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one.",
+)
+@click.option(
+    "--outbox",
+    type=click.Path(file_okay=False),
+    help="Maildir that receives sent messages.  [default: STATE_DIR/outbox]",
+)
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False),
+    help="File of signing keys, one per line.  [default: $GMAIL_SECRET_KEY, else a"
+    " development key in STATE_DIR/envdir]",
+)
+@click.option(
+    "--default-sender", help="Sender for fix_sender requests.  [default: $GMAIL_DEFAULT_SENDER]"
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="Where the outbox and development key live.  [default: $XDG_STATE_HOME/gaemail"
+    " or ~/.local/state/gaemail]",
+)
+def serve_command(
+    host: str,
+    port: int,
+    outbox: str | None,
+    secret_file: str | None,
+    default_sender: str | None,
+    state_dir: str | None,
+) -> None:
+    """Run the proxy locally: messages go to a Maildir instead of App Engine.
+
+    It uses the App Engine SDK's own mail stub, so messages are checked as the
+    Mail API checks them.  With no key configured it makes a development key
+    and prints the `export GMAIL_ENVDIR=...` line that points gmail at it.
+    Stop it with Ctrl-C or SIGTERM.
+    """
+    import os
+
+    from gaemail.server.serve import ServeOptions, serve
+
+    options = ServeOptions(host, port, outbox, secret_file, default_sender, state_dir)
+    serve(options, os.environ, sys.stdout, sys.stderr)
+
+
+@cli.command("install-links")
+@click.option("--prefix", default="/usr/sbin", show_default=True, help="Where the links go.")
+@click.option("--force", is_flag=True, help="Replace an existing sendmail (another MTA's).")
+def install_links_command(prefix: str, force: bool) -> None:
+    """Make `sendmail` and `mailq` links to gmail, so every program finds it."""
+    import os
+    import shutil
+
+    target = shutil.which("gmail") or os.path.join(os.path.dirname(sys.argv[0]), "gmail")
+    target = os.path.realpath(target)
+    for name in ("sendmail", "mailq"):
+        link = os.path.join(prefix, name)
+        if os.path.lexists(link):
+            if os.path.realpath(link) == target:
+                click.echo(f"{link} already points at {target}")
+                continue
+            if not force:
+                raise click.UsageError(
+                    f"{link} exists and points at {os.path.realpath(link)}; "
+                    "use --force to replace it"
+                )
+            os.unlink(link)
+        os.symlink(target, link)
+        click.echo(f"{link} -> {target}")
+
+
+cli.add_command(queue)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -231,6 +231,11 @@ def prepare_message(
 
     _ensure_from(block, envelope.sender or defaults.sender, full_name, resolver)
     from_values = block.values("from")
+    null_sender = sender is not None and sender.strip() in ("", "<>")
+    if envelope.sender is None and not null_sender:
+        # As sendmail: without -f the envelope sender is the message's author,
+        # who is the one to tell if it cannot be delivered.
+        envelope.sender = _first_address(from_values)
     if not block.has("date"):
         block.replace("date", render_field("Date", formatdate(defaults.clock(), localtime=True)))
     ids = block.values("message-id")

@@ -6,7 +6,6 @@ acknowledged with exit 0 arrives exactly once, and nothing else arrives.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess

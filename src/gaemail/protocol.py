@@ -59,6 +59,7 @@ KIND_INTERNAL = "internal"  # the proxy itself is misconfigured or broken
 REASON_NO_MESSAGE = "No message found"
 REASON_NO_SIGNATURE = "No signature found"
 REASON_BAD_SIGNATURE = "Signature doesn't match"
+REASON_NO_SENDER = "No sender specified"
 
 # App Engine's Mail API takes at most 31.5 MB per message; a form-encoded message
 # can be three times its size (every 8-bit byte becomes %XX), so the proxy reads

@@ -1,0 +1,55 @@
+"""A Maildir that receives what the local proxy would have sent.
+
+Delivery follows the Maildir protocol: write under tmp/, fsync, rename into
+new/, so a reader never sees half a message and a crash leaves none behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from pathlib import Path
+
+_SUBDIRS = ("tmp", "new", "cur")
+
+
+class Maildir:
+    """The Maildir at `path`, created (mode 0700) when missing."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        for name in _SUBDIRS:
+            (self.path / name).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Maildir names must not contain / or :, which hostnames rarely do.
+        self._host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+        self._counter = itertools.count(1)
+
+    def deliver(self, data: bytes) -> Path:
+        """Store one message; returns its path under new/."""
+        name = self._unique_name()
+        tmp = self.path / "tmp" / name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            final = self.path / "new" / name
+            os.rename(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return final
+
+    def delivered(self) -> list[Path]:
+        """The messages in new/, in name order: delivery order, to the microsecond."""
+        return sorted((self.path / "new").iterdir(), key=lambda p: p.name)
+
+    def _unique_name(self) -> str:
+        # time, then microseconds, process and a per-process counter: unique across
+        # the threads and worker processes that share this Maildir.
+        now = time.time_ns() // 1000
+        seconds, micros = divmod(now, 1_000_000)
+        return f"{seconds}.M{micros:06d}P{os.getpid()}Q{next(self._counter)}.{self._host}"

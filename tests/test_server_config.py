@@ -1,0 +1,77 @@
+"""ServerConfig: keys from the environment or a file beside the app, never none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gaemail.errors import ConfigurationError
+from gaemail.server import ServerConfig, create_app
+from gaemail.server.config import parse_key_list, read_key_file
+
+
+def test_key_file_holds_several_keys_with_comments(tmp_path: Path) -> None:
+    (tmp_path / "GMAIL_SECRET_KEY").write_text(
+        "# rotated 2026-11\n  new-key  \n\n# keep until every client has the new one\nold-key\n"
+    )
+    config = ServerConfig.load(tmp_path, {})
+    assert config.keys == (b"new-key", b"old-key")
+
+
+@pytest.mark.parametrize(
+    "value", ["new-key old-key", "new-key,old-key", " new-key ,\n old-key ,", "new-key\told-key"]
+)
+def test_environment_keys_split_on_whitespace_and_commas(value: str) -> None:
+    assert parse_key_list(value) == (b"new-key", b"old-key")
+
+
+def test_environment_wins_over_the_file(tmp_path: Path) -> None:
+    (tmp_path / "GMAIL_SECRET_KEY").write_text("file-key\n")
+    config = ServerConfig.load(tmp_path, {"GMAIL_SECRET_KEY": "env-key"})
+    assert config.keys == (b"env-key",)
+
+
+def test_default_sender_from_environment_or_file(tmp_path: Path) -> None:
+    (tmp_path / "GMAIL_SECRET_KEY").write_text("k\n")
+    assert ServerConfig.load(tmp_path, {}).default_sender is None
+    (tmp_path / "GMAIL_DEFAULT_SENDER").write_text("# the app's own address\nfile@x.appspotmail.com\n")
+    assert ServerConfig.load(tmp_path, {}).default_sender == "file@x.appspotmail.com"
+    env = {"GMAIL_DEFAULT_SENDER": "env@x.appspotmail.com"}
+    assert ServerConfig.load(tmp_path, env).default_sender == "env@x.appspotmail.com"
+
+
+@pytest.mark.parametrize("file_text", [None, "", "# only a comment\n\n"])
+def test_no_key_refuses_to_start(tmp_path: Path, file_text: str | None) -> None:
+    if file_text is not None:
+        (tmp_path / "GMAIL_SECRET_KEY").write_text(file_text)
+    with pytest.raises(ConfigurationError, match="no signing key configured.*GMAIL_SECRET_KEY"):
+        ServerConfig.load(tmp_path, {"GMAIL_SECRET_KEY": " , "})
+
+
+def test_create_app_without_config_reads_the_environment_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GMAIL_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigurationError):
+        create_app()
+    monkeypatch.setenv("GMAIL_SECRET_KEY", "from-env")
+    assert create_app().test_client().get("/").status_code == 200
+
+
+def test_keys_never_appear_in_repr() -> None:
+    config = ServerConfig(keys=(b"very-secret-value",), default_sender="a@b")
+    assert "very-secret-value" not in repr(config)
+
+
+def test_unreadable_key_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "GMAIL_SECRET_KEY").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ConfigurationError, match="GMAIL_SECRET_KEY: not UTF-8"):
+        ServerConfig.load(tmp_path, {})
+    with pytest.raises(ConfigurationError, match="no such file"):
+        read_key_file(tmp_path / "missing")
+
+
+def test_max_recipients_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError, match="max_recipients"):
+        ServerConfig(keys=(b"k",), max_recipients=0)

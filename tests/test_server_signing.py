@@ -1,0 +1,104 @@
+"""The proxy's side of signing: fixed vectors, key rotation, missing fields."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+import pytest
+
+from gaemail import protocol
+
+if TYPE_CHECKING:
+    from flask.testing import FlaskClient
+
+    from gaemail.server import ServerConfig
+    from gaemail.server.local import OutboxMailStub
+    from tests.conftest import PostMessage
+
+VECTOR_MSG = b"From: a@example.com\nTo: b@example.com\nSubject: hi\n\nhello\n"
+LATIN1_MSG = b"Gr\xfc\xdfe\n"
+
+# Computed independently of Python, once:
+#   printf 'From: a@example.com\nTo: b@example.com\nSubject: hi\n\nhello\n' > v1.eml
+#   openssl dgst -sha1 -hmac current-key -binary v1.eml | base64   (and old-key)
+#   printf 'Gr\xfc\xdfe\n' | openssl dgst -sha1 -hmac current-key -binary | base64
+#   printf '' | openssl dgst -sha1 -hmac k -binary | base64
+VECTORS = [
+    (b"current-key", VECTOR_MSG, "+CdXL+oHpCBD3oDU6HIgozIYlWU="),
+    (b"old-key", VECTOR_MSG, "LfjiOM3tfwJCPmasunwB52kThLQ="),
+    (b"current-key", LATIN1_MSG, "906IUb6H37++j2SugxZJIfX9Ncs="),
+    (b"k", b"", "OoSiGO5mZSCbtw6EUl3YN2RaGWU="),
+]
+
+
+@pytest.mark.parametrize(("key", "msg", "signature"), VECTORS)
+def test_sign_matches_openssl(key: bytes, msg: bytes, signature: str) -> None:
+    assert protocol.sign(key, msg) == signature
+
+
+@pytest.mark.parametrize(("key", "msg", "signature"), VECTORS)
+def test_verify_finds_the_key_among_others(key: bytes, msg: bytes, signature: str) -> None:
+    assert protocol.verify([b"unrelated", key], msg, signature)
+    assert not protocol.verify([b"unrelated"], msg, signature)
+
+
+def test_verify_rejects_a_changed_byte() -> None:
+    changed = VECTOR_MSG.replace(b"hello", b"hellO")
+    assert not protocol.verify([b"current-key"], changed, VECTORS[0][2])
+
+
+def test_signature_made_outside_python_is_accepted_by_the_app(
+    client: FlaskClient, mail_stub: OutboxMailStub
+) -> None:
+    # The fixture's keys are the vectors' keys, so this is the body curl would send.
+    body = urlencode({"msg": VECTOR_MSG.decode(), "signature": VECTORS[0][2]})
+    response = client.post("/", data=body, content_type=protocol.CONTENT_TYPE)
+    assert response.status_code == protocol.SENT
+    assert [m.to for m in mail_stub.get_sent_messages()] == ["b@example.com"]
+
+
+@pytest.mark.parametrize("which", ["new", "old"])
+def test_old_and_new_keys_are_both_accepted(
+    post_message: PostMessage,
+    plain_message: EmailMessage,
+    server_config: ServerConfig,
+    which: str,
+) -> None:
+    key = server_config.keys[0 if which == "new" else 1]
+    assert post_message(plain_message.as_bytes(), key).status_code == protocol.SENT
+
+
+def test_unknown_key_is_refused_with_kind_signature(
+    post_message: PostMessage, plain_message: EmailMessage, mail_stub: OutboxMailStub
+) -> None:
+    response = post_message(plain_message.as_bytes(), b"stolen-or-stale-key")
+    assert response.status_code == protocol.BAD_REQUEST
+    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_SIGNATURE
+    assert response.mimetype == "text/plain"
+    assert response.get_data(as_text=True) == protocol.REASON_BAD_SIGNATURE + "\n"
+    assert mail_stub.get_sent_messages() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"signature=abc", protocol.REASON_NO_MESSAGE),
+        (b"msg=&signature=abc", protocol.REASON_NO_MESSAGE),
+        (b"", protocol.REASON_NO_MESSAGE),
+        (b"msg=From%3A+a%40b%0A%0Ax", protocol.REASON_NO_SIGNATURE),
+        (b"msg=From%3A+a%40b%0A%0Ax&signature=", protocol.REASON_NO_SIGNATURE),
+    ],
+)
+def test_missing_fields_get_the_2010_reasons(client: FlaskClient, body: bytes, reason: str) -> None:
+    response = client.post("/", data=body, content_type=protocol.CONTENT_TYPE)
+    assert response.status_code == protocol.BAD_REQUEST
+    assert response.get_data(as_text=True) == reason + "\n"
+    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_REQUEST
+
+
+def test_body_that_is_not_url_encoded_is_refused(client: FlaskClient) -> None:
+    response = client.post("/", data="msg=Grüße".encode(), content_type=protocol.CONTENT_TYPE)
+    assert response.status_code == protocol.BAD_REQUEST
+    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_REQUEST

@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -247,3 +248,49 @@ def test_interactive_refusal_exits_65_and_queues_nothing(server: Server, tmp_pat
     assert not (tmp_path / "queue" / "new").exists() or not list(
         (tmp_path / "queue" / "new").iterdir()
     )
+
+
+def drop_replies_proxy(target_port: int) -> tuple[int, threading.Thread, socket.socket]:
+    """Forwards each request to the proxy, then closes without passing the answer on."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(WAIT)
+
+    def serve_one() -> None:
+        client, _ = listener.accept()
+        with client, socket.create_connection(("127.0.0.1", target_port), timeout=WAIT) as up:
+            client.settimeout(WAIT)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += client.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+            while len(body) < length:
+                body += client.recv(65536)
+            up.sendall(head + b"\r\n\r\n" + body)
+            up.recv(65536)  # the proxy has answered: the message was sent
+        # the client's connection closes here with no answer
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    return int(listener.getsockname()[1]), thread, listener
+
+
+def test_lost_answer_then_retry_is_delivered_once(server: Server, tmp_path: Path) -> None:
+    port = int(server.url.rsplit(":", 1)[1].strip("/"))
+    relay_port, thread, listener = drop_replies_proxy(port)
+    env = gmail_env(
+        server.envdir, tmp_path / "queue", GMAIL_PROXY_URL=f"http://127.0.0.1:{relay_port}/"
+    )
+    try:
+        done = run([GMAIL, "-odi", "-i", "rcpt1@example.com"], env, message(1))
+        thread.join(WAIT)
+    finally:
+        listener.close()
+    assert done.returncode == 0 and b"queued as" in done.stderr
+    assert server.deliveries() == Counter({"<msg1@example.com>": 1})  # sent, answer lost
+    del env["GMAIL_PROXY_URL"]
+    assert run([GMAIL, "-q"], env).returncode == 0  # the retry reaches the proxy itself
+    assert "Mail queue is empty" in run([GMAIL, "-bp"], env).stdout.decode()
+    assert server.deliveries() == Counter({"<msg1@example.com>": 1})

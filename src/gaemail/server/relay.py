@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from gaemail import protocol
 from gaemail.server.config import ServerConfig
+from gaemail.server.dedup import AcceptedIds
 from gaemail.server.refusals import (
     MessageRefused,
     Refusal,
@@ -40,6 +41,7 @@ class Relay:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.accepted = AcceptedIds()
 
     def __call__(self, body: bytes) -> Outcome:
         """The outcome of the request whose form body is `body`."""
@@ -49,7 +51,8 @@ class Relay:
             self.verify(signed)
             translation = self.translate(signed)
             self.check_recipients(translation)
-            self.send(signed, translation)
+            if self.accepted.claim(translation.message_id):
+                self.send(signed, translation)
         except Refusal as refusal:
             return self._outcome(translation, refusal)
         return self._outcome(translation, None)
@@ -82,11 +85,16 @@ class Relay:
             )
 
     def send(self, signed: protocol.SignedMessage, translation: Translation) -> None:
-        send_message(
-            translation.fields,
-            message_id=translation.message_id,
-            fallback_sender=self._fallback(signed),
-        )
+        try:
+            send_message(
+                translation.fields,
+                message_id=translation.message_id,
+                fallback_sender=self._fallback(signed),
+            )
+        except BaseException:
+            self.accepted.release(translation.message_id)
+            raise
+        self.accepted.sent(translation.message_id)
 
     def _fallback(self, signed: protocol.SignedMessage) -> str | None:
         return self.config.default_sender if signed.fix_sender else None

@@ -35,7 +35,9 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
 def test_default_sender_from_environment_or_file(tmp_path: Path) -> None:
     (tmp_path / "GMAIL_SECRET_KEY").write_text("k\n")
     assert ServerConfig.load(tmp_path, {}).default_sender is None
-    (tmp_path / "GMAIL_DEFAULT_SENDER").write_text("# the app's own address\nfile@x.appspotmail.com\n")
+    (tmp_path / "GMAIL_DEFAULT_SENDER").write_text(
+        "# the app's own address\nfile@x.appspotmail.com\n"
+    )
     assert ServerConfig.load(tmp_path, {}).default_sender == "file@x.appspotmail.com"
     env = {"GMAIL_DEFAULT_SENDER": "env@x.appspotmail.com"}
     assert ServerConfig.load(tmp_path, env).default_sender == "env@x.appspotmail.com"
@@ -45,7 +47,7 @@ def test_default_sender_from_environment_or_file(tmp_path: Path) -> None:
 def test_no_key_refuses_to_start(tmp_path: Path, file_text: str | None) -> None:
     if file_text is not None:
         (tmp_path / "GMAIL_SECRET_KEY").write_text(file_text)
-    with pytest.raises(ConfigurationError, match="no signing key configured.*GMAIL_SECRET_KEY"):
+    with pytest.raises(ConfigurationError, match=r"no signing key configured.*GMAIL_SECRET_KEY"):
         ServerConfig.load(tmp_path, {"GMAIL_SECRET_KEY": " , "})
 
 

@@ -12,10 +12,10 @@ from gaemail import protocol
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient
+    from tests.conftest import PostMessage
 
     from gaemail.server import ServerConfig
     from gaemail.server.local import OutboxMailStub
-    from tests.conftest import PostMessage
 
 VECTOR_MSG = b"From: a@example.com\nTo: b@example.com\nSubject: hi\n\nhello\n"
 LATIN1_MSG = b"Gr\xfc\xdfe\n"

@@ -168,8 +168,9 @@ def test_list_unsubscribe_kept_custom_header_dropped(
 def test_blocked_attachment_type_is_refused(
     post_message: PostMessage, mail_stub: OutboxMailStub, plain_message: EmailMessage
 ) -> None:
-    plain_message.add_attachment(b"MZ\x90\x00", maintype="application", subtype="x-msdownload",
-                                 filename="setup.EXE")
+    plain_message.add_attachment(
+        b"MZ\x90\x00", maintype="application", subtype="x-msdownload", filename="setup.EXE"
+    )
     _refused(post_message, plain_message, "InvalidAttachmentTypeError")
     assert mail_stub.get_sent_messages() == []
 

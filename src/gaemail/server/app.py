@@ -19,6 +19,7 @@ RELAY_EXTENSION = "gaemail.relay"
 UPTIME_TEXT = "gaemail proxy: POST signed messages here\n"
 
 log = logging.getLogger(LOGGER_NAME)
+_HANDLER_NAME = "gaemail.server.requests"
 
 
 def create_app(config: ServerConfig | None = None) -> Flask:
@@ -87,8 +88,11 @@ def log_outcome(outcome: Outcome) -> None:
 
 
 def log_requests_to(stream: TextIO) -> None:
-    """Show the proxy's one line per request on `stream` (for entry points, not tests)."""
+    """Show the proxy's one line per request on `stream`, instead of any earlier stream."""
+    for old in [h for h in log.handlers if h.get_name() == _HANDLER_NAME]:
+        log.removeHandler(old)
     handler = logging.StreamHandler(stream)
+    handler.set_name(_HANDLER_NAME)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

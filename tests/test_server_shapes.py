@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 from gaemail import protocol
 
 if TYPE_CHECKING:
-    from tests.conftest import PostMessage
-
+    from conftest import PostMessage
     from gaemail.server.local import OutboxMailStub
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) + b"\n%%EOF\n"

@@ -12,8 +12,8 @@ from gaemail import protocol
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient
-    from tests.conftest import PostMessage
 
+    from conftest import PostMessage
     from gaemail.server import ServerConfig
     from gaemail.server.local import OutboxMailStub
 

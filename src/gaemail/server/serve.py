@@ -6,6 +6,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def serve(options: ServeOptions, environ: Mapping[str, str], out: TextIO, err: T
     app = create_local_app(config, outbox, keep=KEEP_SENT)
     log_requests_to(err)
     server = listen(options.host, options.port, app)
-    url = server_url(options.host, server.server_port)
+    url = server_url(options.host, server.port)
     print(f"Listening on {url}", file=out)
     print(f"Outbox (Maildir): {outbox}", file=out)
     if envdir is not None:
@@ -120,12 +121,23 @@ def write_envdir_file(path: Path, value: str) -> None:
 
 def listen(host: str, port: int, app: Any) -> BaseWSGIServer:
     """A threaded werkzeug server bound to host:port (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # Bound here, not by werkzeug, which prints its own advice and exits 1 on failure.
     try:
-        return make_server(host, port, app, threaded=True, request_handler=_QuietRequestHandler)
+        sock = socket.create_server((host, port), family=family)
     except OSError as exc:
         raise ConfigurationError(
             f"cannot listen on {host}:{port}: {describe_os_error(exc)}; choose another --port"
         ) from None
+    with sock:  # werkzeug works on a duplicate of the descriptor
+        return make_server(
+            host,
+            port,
+            app,
+            threaded=True,
+            request_handler=_QuietRequestHandler,
+            fd=sock.fileno(),
+        )
 
 
 def server_url(host: str, port: int) -> str:

@@ -27,8 +27,6 @@ from gaemail.server.config import (
 )
 from gaemail.server.local import KEEP_SENT, create_local_app
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8025
 URL_VARIABLE = SPECS["url"].env
 # Seconds to wait for the server thread once asked to stop.
 STOP_TIMEOUT = 10.0
@@ -37,10 +35,10 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """The command line of `gaemail serve`; None means the default."""
+    """The command line of `gaemail serve` (its defaults live there); None: not given."""
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
+    host: str
+    port: int
     outbox: str | None = None
     secret_file: str | None = None
     default_sender: str | None = None

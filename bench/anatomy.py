@@ -67,6 +67,17 @@ def preorder(modules: list[Imported]) -> list[Imported]:
     return ordered
 
 
+def importers(modules: list[Imported]) -> dict[str, str]:
+    """Who imported each module: the first later module one level up."""
+    found: dict[str, str] = {}
+    waiting: dict[int, list[str]] = defaultdict(list)
+    for module in modules:
+        for child in waiting.pop(module.depth + 1, []):
+            found[child] = module.name
+        waiting[module.depth].append(module.name)
+    return found
+
+
 def median_imports(runs: Sequence[list[Imported]]) -> list[Imported]:
     """Each module at its median figures, in first-run order."""
     selfs: dict[str, list[float]] = defaultdict(list)
@@ -109,28 +120,56 @@ def startup_anatomy(bench: Workbench) -> Section:
     cli = [m for m in importtime(bench, ["-c", "import gaemail.cli"]) if m.name not in startup]
     send_flags = sendmail_sync_flags(bench)
     send = importtime(bench, [str(bench.gmail), *send_flags], MESSAGE)
-    at_import = {m.name for m in cli} | startup
-    lazy = [m for m in send if m.name not in at_import]
+    baseline = importtime(bench, bench.stdlib_client("-t", "-i")[1:], MESSAGE)
+    lazy = [m for m in send if m.name not in startup | {m.name for m in cli}]
     section = Section("imports", "start-up anatomy: python -X importtime, cumulative ms")
-    total = sum(m.cumulative_ms for m in cli if m.depth == 0)
     section.lines.append(
-        f"import gaemail.cli: {total:.1f} ms over the bare interpreter, {len(cli)} modules;"
+        f"import gaemail.cli: {_total(cli):.1f} ms over the bare interpreter, {len(cli)} modules;"
         f" top {TOP} by cumulative time:"
     )
     section.lines += _import_table(cli)
-    lazy_total = sum(m.cumulative_ms for m in lazy if m.depth == 0)
     section.lines += [
         "",
         f"imported later, by gmail {' '.join(send_flags)} < msg.eml (the console script and"
-        f" main()'s lazy imports): {lazy_total:.1f} ms, {len(lazy)} modules:",
+        f" main()'s lazy imports): {_total(lazy):.1f} ms, {len(lazy)} modules:",
     ]
     section.lines += _import_table(lazy)
+    section.lines += ["", *_only_in_gmail(send, baseline, startup, " ".join(send_flags))]
     section.lines += ["", "peak RSS: the RSS MiB columns above (GNU time %M, median of a few runs)"]
     section.data = {
         "import_gaemail_cli": [asdict(m) for m in cli],
         "lazy_on_send": [asdict(m) for m in lazy],
+        "gmail_send": [asdict(m) for m in send],
+        "stdlib_client_send": [asdict(m) for m in baseline],
     }
     return section
+
+
+def _total(modules: list[Imported]) -> float:
+    return sum(m.cumulative_ms for m in modules if m.depth == 0)
+
+
+def _only_in_gmail(
+    send: list[Imported], baseline: list[Imported], startup: set[str], flags: str
+) -> list[str]:
+    """Modules a gmail send imports and the stdlib client does not, by self time."""
+    theirs = {m.name for m in baseline} | startup
+    ours = [m for m in send if m.name not in startup]
+    extra = [m for m in ours if m.name not in theirs]
+    by = importers(send)
+
+    def self_ms(modules: list[Imported]) -> float:
+        return sum(m.self_ms for m in modules)
+
+    theirs_total = self_ms([m for m in baseline if m.name not in startup])
+    lines = [
+        f"whole sends, summed self times: gmail {flags} {self_ms(ours):.1f} ms in {len(ours)}"
+        f" modules; stdlib_client -t -i {theirs_total:.1f} ms.  Only gmail imports"
+        f" {len(extra)} modules, {self_ms(extra):.1f} ms; the top {TOP}:",
+    ]
+    top = sorted(extra, key=lambda m: m.self_ms, reverse=True)[:TOP]
+    rows = [[m.name, f"{m.self_ms:.1f}", by.get(m.name, "(top level)")] for m in top]
+    return lines + table(["module", "self ms", "imported by"], rows, text=(0, 2))
 
 
 def _import_table(modules: list[Imported]) -> list[str]:

@@ -57,6 +57,9 @@ def flush(bench: Workbench) -> tuple[Run, float | None]:
     return run, rss
 
 
+SYNC = "gmail -t -i --no-queue"
+
+
 def flush_vs_sync(bench: Workbench) -> Section:
     count = bench.counts.flush_messages
     wait_drained(bench)
@@ -66,47 +69,49 @@ def flush_vs_sync(bench: Workbench) -> Section:
     after = outbox_count(bench)
     if before is not None and after is not None and after - before != count:
         raise BenchError(f"flushed {count} messages but the outbox got {after - before}")
-    sync = Command("gmail -t -i --no-queue", (str(bench.gmail), "-t", "-i", "--no-queue"), MESSAGE)
-    counts = bench.counts
-    sample = interleave(
-        "sync-sample",
-        [sync],
-        bench.client_env(),
-        runs=counts.runs,
-        warmup=counts.warmup,
-        scratch=bench.scratch,
-    ).wall_ms(sync.label)
+    sample = sync_sample(bench)
     flush_ms = flushed.wall_ns / 1e6
     loop_ms = count * statistics.fmean(sample)
     speedup = Spread(
         loop_ms / flush_ms, count * min(sample) / flush_ms, count * max(sample) / flush_ms
     )
+    cpu_ms = flushed.cpu_ns / 1e6
     section = Section("d", f"queue: one gmail -q flushing {count:,} queued messages")
     section.lines += [
         f"queued first with gmail -t -i -odq, untimed: {enqueue_s:.1f} s for {count:,} processes",
-        f"gmail -q, whole process: {flush_ms:,.0f} ms = {count / flushed.wall_ns * 1e9:,.0f}"
-        f" messages/s, {flushed.cpu_ns / 1e6:,.0f} ms CPU, peak RSS {_mib(flush_rss)}",
-        f"{count:,} separate {sync.label}: {loop_ms:,.0f} ms, extrapolated as {count:,} x the mean"
+        f"gmail -q, whole process: {flush_ms:,.0f} ms = {count / flush_ms * 1e3:,.0f} messages/s;"
+        f" {cpu_ms:,.0f} ms CPU ({cpu_ms / count:.2f} ms per message); peak RSS {_mib(flush_rss)}",
+        f"{count:,} separate {SYNC}: {loop_ms:,.0f} ms, extrapolated as {count:,} x the mean"
         f" of {len(sample)} timed runs ({Spread.of(sample).show(1)} ms each)",
         "speedup = extrapolated loop / flush; its range uses the sample's min and max",
     ]
-    section.verdicts.append(
-        at_least(f"gmail -q >= 20x faster than {count:,} sync sends", speedup, 20)
-    )
+    target = f"gmail -q >= 20x faster than {count:,} sync sends"
+    section.verdicts.append(at_least(target, speedup, 20))
     section.data = {
         "messages": count,
         "enqueue_s": enqueue_s,
-        "flush": {
-            "wall_ns": flushed.wall_ns,
-            "cpu_ns": flushed.cpu_ns,
-            "peak_rss_mib": flush_rss,
-        },
+        "flush": {"wall_ns": flushed.wall_ns, "cpu_ns": flushed.cpu_ns, "peak_rss_mib": flush_rss},
         "sync_sample_wall_ms": sample,
         "extrapolated_loop_ms": loop_ms,
         "speedup": speedup.median,
         "outbox_before_after": [before, after],
     }
     return section
+
+
+def sync_sample(bench: Workbench) -> list[float]:
+    """Wall ms of --runs synchronous sends, after the warm-up runs."""
+    sync = Command(SYNC, (str(bench.gmail), "-t", "-i", "--no-queue"), MESSAGE)
+    counts = bench.counts
+    group = interleave(
+        "sync-sample",
+        [sync],
+        bench.client_env(),
+        runs=counts.runs,
+        warmup=counts.warmup,
+        scratch=bench.scratch,
+    )
+    return group.wall_ms(sync.label)
 
 
 def _mib(value: float | None) -> str:

@@ -44,14 +44,18 @@ class Section:
         return out
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns padded to their widest cell; the first column left-aligned, the rest right."""
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], text: Sequence[int] = (0,)
+) -> list[str]:
+    """Columns padded to their widest cell: those in `text` left-aligned, numbers right."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
+        padded = (
+            cell.ljust(width) if i in text else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "  ".join(padded).rstrip()
 
     return [line(header), *(line(row) for row in rows)]
 

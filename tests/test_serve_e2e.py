@@ -152,7 +152,9 @@ def test_serve_relays_curl_posts_into_the_maildir(
     delivered = email.message_from_bytes(path.read_bytes(), policy=policy.default)
     assert delivered["X-Envelope-To"] == "admin@example.org"
     assert delivered["X-Gaemail-Message-Id"] == "<nightly-1@example.com>"
-    assert delivered.get_body().get_content() == "Grüße, all done & 100% fine\n"  # type: ignore[union-attr]
+    body = delivered.get_body()
+    assert body is not None
+    assert body.get_content() == "Grüße, all done & 100% fine\n"
 
     assert serve.stop() == 0
     log = serve.stderr_path.read_text()

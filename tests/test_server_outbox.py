@@ -17,12 +17,14 @@ import pytest
 from werkzeug.serving import make_server
 
 from gaemail import protocol
+from gaemail.server.local import create_local_app
 from gaemail.server.outbox import Maildir
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from conftest import PostMessage
+    from gaemail.server import ServerConfig
     from gaemail.server.local import OutboxMailStub
 
 HTTP_TIMEOUT = 30
@@ -111,10 +113,8 @@ def test_failed_delivery_leaves_nothing_behind(
     assert maildir.delivered() == []
 
 
-def test_kept_messages_are_bounded(tmp_path: Path, server_config: object) -> None:
-    from gaemail.server.local import create_local_app
-
-    app = create_local_app(server_config, tmp_path / "box", keep=2)  # type: ignore[arg-type]
+def test_kept_messages_are_bounded(tmp_path: Path, server_config: ServerConfig) -> None:
+    app = create_local_app(server_config, tmp_path / "box", keep=2)
     client = app.test_client()
     for n in range(3):
         raw = b"From: s@example.com\nTo: t@example.org\nSubject: %d\n\nx\n" % n

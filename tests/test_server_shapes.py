@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 from gaemail import protocol
 
 if TYPE_CHECKING:
+    from flask.testing import FlaskClient
+
     from conftest import PostMessage
     from gaemail.server.local import OutboxMailStub
 
@@ -34,7 +37,7 @@ def _refused(post_message: PostMessage, msg: EmailMessage | bytes, reason: str) 
     return text
 
 
-def test_get_root_answers_uptime_checks(client) -> None:  # type: ignore[no-untyped-def]
+def test_get_root_answers_uptime_checks(client: FlaskClient) -> None:
     response = client.get("/")
     assert response.status_code == protocol.OK
     assert response.mimetype == "text/plain"
@@ -61,8 +64,6 @@ def test_utf8_subject_and_display_names(
     _send(post_message, plain_message)
     (request,) = mail_stub.requests
     assert request.Subject == "Grüße aus Köln ☃"
-    from email.header import decode_header, make_header
-
     assert str(make_header(decode_header(request.Sender))) == "Sénder Näme <sender@example.com>"
     assert str(make_header(decode_header(request.To[0]))) == "Jöhn Dœ <j@example.org>"
 

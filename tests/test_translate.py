@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 
 import pytest
@@ -67,8 +68,6 @@ def test_utf8_display_names_and_subject() -> None:
     # RFC 2047 words keep the address itself plain for the Mail API to parse.
     assert fields["sender"].endswith(" <s@x.com>")
     assert fields["sender"].isascii()
-    from email.header import decode_header, make_header
-
     assert str(make_header(decode_header(fields["to"][0]))) == "Jöhn Dœ <j@x.com>"
 
 

@@ -61,7 +61,9 @@ def config_command(url: str | None, secret_file: str | None) -> None:
     " development key in STATE_DIR/envdir]",
 )
 @click.option(
-    "--default-sender", help="Sender for fix_sender requests.  [default: $GMAIL_DEFAULT_SENDER]"
+    "--default-sender",
+    help="Sender for fix_sender requests.  [default: $GMAIL_DEFAULT_SENDER, else "
+    "gaemail@localhost]",
 )
 @click.option(
     "--state-dir",

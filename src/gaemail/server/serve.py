@@ -52,6 +52,9 @@ class _QuietRequestHandler(WSGIRequestHandler):
         pass
 
 
+LOCAL_DEFAULT_SENDER = "gaemail@localhost"
+
+
 def serve(options: ServeOptions, environ: Mapping[str, str], out: TextIO, err: TextIO) -> None:
     """Run the local proxy until SIGTERM or SIGINT."""
     # Absolute, because the printed paths are meant for use from other directories.
@@ -61,8 +64,10 @@ def serve(options: ServeOptions, environ: Mapping[str, str], out: TextIO, err: T
     if not keys:
         envdir = state_dir / "envdir"
         keys = (development_key(envdir),)
+    # Locally every sender is accepted, so a fixed address stands in for the
+    # application's own (anything@PROJECT.appspotmail.com on App Engine).
     sender = options.default_sender or environ.get(DEFAULT_SENDER_VARIABLE, "").strip()
-    config = ServerConfig(keys=keys, default_sender=sender or None)
+    config = ServerConfig(keys=keys, default_sender=sender or LOCAL_DEFAULT_SENDER)
     outbox = Path(options.outbox).absolute() if options.outbox else state_dir / "outbox"
     app = create_local_app(config, outbox, keep=KEEP_SENT)
     log_requests_to(err)

@@ -102,7 +102,8 @@ def _deliver(
                 f"{env.program}: sent {outgoing.message_id} to "
                 f"{', '.join(outgoing.envelope.recipients)}\n"
             )
-        _flush_due_in_background(settings, env, journal)
+        if mode == "interactive":  # --no-queue leaves the queue alone
+            _flush_due_in_background(settings, env, journal)
         return EX_OK
     ident = _enqueue(outgoing, settings, env, journal)
     if mode == "background" and queueing.can_deliver(settings) and queueing.detach():

@@ -6,13 +6,18 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Mapping
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from gaemail.config import Settings
 from gaemail.errors import ConfigurationError, MessageSendingFailure
-from gaemail.flush import Deliverer, Progress, SendFn
 from gaemail.journal import Journal
 from gaemail.spool import Item, Spool, age_text, default_queue_dir, now
+
+if TYPE_CHECKING:
+    from gaemail.flush import Progress, SendFn
+
+# gaemail.flush (threads, logging) loads only where messages are flushed: the
+# process that merely queues a message is every cron job's and PHP page's cost.
 
 
 def open_spool(settings: Settings, environ: Mapping[str, str]) -> Spool:
@@ -58,6 +63,7 @@ def flush(
         return Counter()
     spool.clean_tmp(now())
     from gaemail.client import GmailProxy  # keep-alive connections for many messages
+    from gaemail.flush import Deliverer
 
     with GmailProxy(
         settings.secret_key(), settings.require("url").value, timeout=settings.timeout()
@@ -139,6 +145,8 @@ def deliver_in_background(
     spool: Spool, settings: Settings, journal: Journal, ident: str | None = None
 ) -> None:
     """A detached child's work: message `ident` now, then whatever else is due."""
+    from gaemail.flush import Deliverer
+
     try:
         if ident is not None:
             deliverer = Deliverer(spool, one_shot_sender(settings), journal, now)

@@ -202,6 +202,25 @@ def test_exim_mbox_from_line_is_dropped() -> None:
     assert data == b"To: a@x.org\n\nhi\n"
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"From MAILER-DAEMON Sat Nov 21 12:00:00 2026",  # the prefix of a bounce
+        b"From s@x.org  Sat, Nov 21 9:05:00 2026",
+    ],
+)
+def test_other_mbox_from_lines_are_dropped(first: bytes) -> None:
+    assert read_input(first + b"\nTo: a@x.org\n\nhi\n", False) == b"To: a@x.org\n\nhi\n"
+
+
+def test_text_that_starts_with_from_is_kept() -> None:
+    # A message without headers is all body: its first line is text, not a separator.
+    data = b"From now on, backups run at 2am.\nSecond line\n"
+    assert read_input(data, False) == data
+    out = prepare(data, ["a@x.org"])
+    assert out.data.endswith(b"\n\nFrom now on, backups run at 2am.\nSecond line\n")
+
+
 def test_eight_bit_latin1_body_kept_byte_for_byte() -> None:
     body = "Grüße aus Köln\n".encode("latin-1") + bytes(range(0x80, 0x100)) + b"\n"
     raw = b"To: a@x.org\nContent-Type: text/plain; charset=iso-8859-1\n\n" + body

@@ -28,6 +28,12 @@ from gaemail.errors import MessageError, UsageError
 
 WIRE_POLICY = email.policy.default.clone(linesep="\n")
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")
+# An mbox separator as Exim's pipe transport writes it ("From sender Sat Nov 21
+# 12:41:23 2026"); Exim's own uucp_from_pattern.  Any other first line that
+# starts with "From " is the message's text.
+_MBOX_FROM = re.compile(
+    rb"From[ \t]+\S+[ \t]+(?:[a-zA-Z]{3},?[ \t]+)?[a-zA-Z]{3}[ \t]+\d?\d[ \t]+\d?\d:\d\d"
+)
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
 
 
@@ -56,7 +62,7 @@ def read_input(raw: bytes, dot_ends: bool) -> bytes:
     Without -i, a line holding a single dot ends the message, as in sendmail.
     """
     data = raw.replace(b"\r\n", b"\n")
-    if data.startswith(b"From "):  # Exim's default message_prefix
+    if _MBOX_FROM.match(data):  # Exim's default message_prefix
         data = data.partition(b"\n")[2]
     if dot_ends:
         if data.startswith(b".\n") or data == b".":

@@ -361,11 +361,6 @@ def test_s_nail_passes_recipients_after_double_dash(server: Server, public: Path
 
 
 @pytest.mark.debian
-@pytest.mark.xfail(
-    strict=True,
-    reason="gaemail.queueing.detach() calls sys.stdout.flush(), but mailutils runs sendmail "
-    "with stdout closed (sys.stdout is None): traceback, exit 1 after the message was queued",
-)
 def test_mailutils_mail_with_bcc_header(server: Server, public: Path, tag: str) -> None:
     mail = debian_program("mail.mailutils", "mailutils")
     sendmail, env = user_setup(public, server)

@@ -210,3 +210,10 @@ def test_non_ascii_address_is_refused() -> None:
     raw = "From: s@x.com\nTo: jöhn@x.com\n\nbody\n".encode()
     with pytest.raises(MessageRefused, match="ASCII addresses only"):
         translate_message(raw)
+
+
+def test_eight_bit_body_without_charset_is_read_as_utf8_else_latin1() -> None:
+    utf8 = "Grüße aus Köln, ½ € ✓\n"
+    raw = b"From: a@example.com\nTo: b@example.com\nContent-Type: text/plain\n\n"
+    assert translate_message(raw + utf8.encode()).fields["body"] == utf8
+    assert translate_message(raw + "Grüße\n".encode("latin-1")).fields["body"] == "Grüße\n"

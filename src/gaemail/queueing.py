@@ -130,8 +130,9 @@ def detach() -> bool:
     The child leaves the caller's session and lets go of its stdin, stdout and
     stderr, so a caller that waits for end-of-file on them returns at once.
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # mailutils runs sendmail with stdout closed
+            stream.flush()
     if os.fork() != 0:
         return False
     os.setsid()

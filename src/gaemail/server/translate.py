@@ -185,6 +185,15 @@ def _add_contents(fields: MailFields, msg: MIMEPart) -> None:
 
 
 def _text(part: MIMEPart) -> str:
+    if part.get_content_charset() is None:
+        # No charset (mailutils, many scripts): RFC 2045 says ASCII, but an 8-bit
+        # body is UTF-8 far more often than not, and latin-1 never fails.
+        raw = part.get_payload(decode=True)
+        if isinstance(raw, bytes) and not raw.isascii():
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return raw.decode("latin-1")
     try:
         content = part.get_content()
     except LookupError:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import gaemail.cli  # noqa: F401 - loads every error class gmail can raise
-from gaemail.argv import OPTIONS
+from gaemail.argv import OPTIONS, help_text
 from gaemail.errors import EX_OK, EXIT_NAMES, GaemailError
 
 MANPAGE = Path(__file__).resolve().parent.parent / "man" / "gmail.1"
@@ -70,6 +70,12 @@ def test_every_exit_status_is_documented(code: int) -> None:
     name = EXIT_NAMES[code]
     pattern = rf"^\.It {code} Pq Dv {name}$"
     assert re.search(pattern, section("EXIT STATUS"), re.M), f"{code} {name} is not documented"
+
+
+@pytest.mark.parametrize("code", sorted(exit_codes_gmail_uses()))
+def test_help_names_the_same_exit_statuses(code: int) -> None:
+    exit_status = help_text("gmail").partition("Exit status")[2]
+    assert re.search(rf"\b{code} [a-z]", exit_status), f"gmail --help does not explain {code}"
 
 
 def test_every_setting_has_its_three_places() -> None:

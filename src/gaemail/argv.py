@@ -421,7 +421,8 @@ def help_text(program: str) -> str:
         "Settings come from the flag, else the environment variable, else the file of",
         "that name in $GMAIL_ENVDIR (default /etc/envdir).  `gaemail config` shows them.",
         "",
-        "Exit status (sysexits): 0 sent, 64 usage, 65 message refused, 67 unknown local",
-        "recipient, 75 temporary failure (try again), 77 signature rejected, 78 configuration.",
+        "Exit status (sysexits): 0 sent or queued, 64 usage, 65 message refused, 67 unknown",
+        "local recipient, 74 cannot read the message or write the queue, 75 temporary",
+        "failure (try again), 77 signature rejected, 78 configuration.  See gmail(1).",
     ]
     return "\n".join(lines) + "\n"

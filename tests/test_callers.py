@@ -215,18 +215,19 @@ def test_real_cron_daemon_mails_job_output(server: Server, public: Path, tag: st
         f"MAILTO={CRON_MAILTO}\n* * * * * nobody echo {tag} Grüße ✓\n", encoding="utf-8"
     )
     (crond / "gaemail-test").chmod(0o644)
-    empty_dir, empty_file = public / "empty", public / "empty-file"
-    empty_dir.mkdir()
+    empty_dir, empty_file, run_dir = public / "empty", public / "empty-file", public / "run"
+    for directory in (empty_dir, run_dir):
+        directory.mkdir()
     empty_file.touch()
     binds = [
         (GMAIL, "/usr/sbin/sendmail"),
         (crond, "/etc/cron.d"),
         (empty_file, "/etc/crontab"),  # no system jobs in the test
         (empty_dir, "/var/spool/cron/crontabs"),
+        # cron's crond.pid lock and crond.reboot marker: a host cron keeps its own,
+        # and its @reboot jobs still run at the next start.
+        (run_dir, "/run"),
     ]
-    if os.path.exists("/run/crond.pid"):
-        binds.append((public / "crond.pid", "/run/crond.pid"))  # a host cron keeps its lock
-        (public / "crond.pid").touch()
     mounts = " && ".join(
         f"mount --bind '{source}' '{target}'" for source, target in binds if os.path.exists(target)
     )

@@ -350,8 +350,8 @@ def check_account_can_run_gmail(account: Account, env: Mapping[str, str]) -> Non
     if result.returncode != 0:
         why = result.stderr.decode(errors="replace").strip()[:200]
         pytest.skip(
-            f"{account.name} cannot run {GMAIL} ({why}): build the venv from a Python "
-            "every user can execute (not one under /root)"
+            f"{account.name} cannot run {GMAIL} ({why}): the venv, the Python it links to "
+            "(not one under /root) and the temp dir must be reachable by every user"
         )
 
 

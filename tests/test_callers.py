@@ -72,7 +72,7 @@ def tag() -> str:
 
 
 def tagged(tag: str) -> Callable[[Delivered], bool]:
-    return lambda d: tag in d.subject or tag in d.text()
+    return lambda d: tag in d.subject
 
 
 def assert_no_bcc_header(d: Delivered) -> None:
@@ -158,7 +158,6 @@ def test_cron_bare_user_with_default_domain(server: Server, public: Path, tag: s
     assert d.envelope_to == ["nobody@example.net"]
     assert addresses(d.msg, "To") == ["nobody@example.net"]
     # cron's "root (Cron Daemon)" gets the domain too, keeping its name
-    assert d.msg["From"].addresses[0].addr_spec == "root@example.net"
     assert str(d.msg["From"]) == "Cron Daemon <root@example.net>"
     assert d.message_id.endswith("@example.net>")  # cron wrote none: gmail's own
     assert_no_bcc_header(d)

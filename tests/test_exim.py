@@ -283,6 +283,30 @@ def test_standalone_defers_while_the_proxy_is_down(tmp_path: Path, public: Path,
     assert exim.queue_count() == 0
 
 
+def test_standalone_defers_while_the_key_is_wrong(server: Server, public: Path, tag: str) -> None:
+    """A setup mistake (77, 78) delays mail instead of bouncing it (temp_errors)."""
+    envdir = prepare_envdir(public, server)
+    exim = standalone_exim(public, envdir)
+    key = envdir / "GMAIL_SECRET_KEY"
+    right = key.read_text()
+    key.write_text("not-the-proxy-key\n")
+    result = exim("-odf", "-oi", "-f", SENDER, "alice@example.com", stdin=message(tag))
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    log = exim.mainlog()
+    assert re.search(
+        r"== alice@example.com R=to_gmail T=gmail_pipe defer \(0\): "
+        r"Child process of gmail_pipe transport returned 77",
+        log,
+    ), log
+    assert exim.queue_count() == 1
+
+    key.write_text(right)
+    assert exim("-qf").returncode == 0
+    (d,) = server.wait_for(tagged(tag))
+    assert d.envelope_to == ["alice@example.com"]
+    assert exim.queue_count() == 0
+
+
 def send_refused_message(exim: Exim, tag: str) -> str:
     """Submit a message whose .exe attachment the Mail API refuses; the bounce's queue id."""
     result = exim("-odf", "-oi", "-f", SENDER, "alice@example.com", stdin=refused_message(tag))

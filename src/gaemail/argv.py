@@ -208,7 +208,6 @@ class Invocation:
     verbose: bool = False
     fix_sender: bool | None = None  # None: on for sendmail style and for messages without From
     settings: dict[str, str | None] = field(default_factory=dict)
-    used: list[str] = field(default_factory=list)  # options seen, for scope checks
 
 
 def _program_personality(program: str) -> tuple[Personality, Mode]:
@@ -309,7 +308,6 @@ def parse(program: str, args: list[str]) -> Invocation:
 def _apply(
     inv: Invocation, option: Option, spelling: str, value: str | None, attached: bool
 ) -> None:
-    inv.used.append(spelling)
     if (
         option.scope == "mail"
         and inv.personality == "sendmail"

@@ -217,13 +217,4 @@ def build(
 
 def send_now(outgoing: Outgoing, settings: Settings) -> None:
     """Sign and POST the message; returns only when the proxy accepted it."""
-    from gaemail import transport
-
-    endpoint = transport.Endpoint.parse(settings.require("url").value)
-    transport.send(
-        endpoint,
-        outgoing.data,
-        settings.secret_key(),
-        fix_sender=outgoing.fix_sender,
-        timeout=settings.timeout(),
-    )
+    queueing.one_shot_sender(settings)(outgoing.data, outgoing.fix_sender)

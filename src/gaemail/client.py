@@ -97,8 +97,7 @@ class GmailProxy:
             raise TemporaryFailure(
                 f"cannot reach the proxy at {self.endpoint.shown}: {type(exc).__name__}"
             ) from None
-        text = response.text.strip()
-        reason = text.splitlines()[0] if text else response.reason_phrase
+        reason = protocol.answer_reason(response.text, response.reason_phrase)
         failure = protocol.failure_for(
             response.status_code, reason, response.headers.get(protocol.ERROR_HEADER)
         )

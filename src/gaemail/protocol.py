@@ -139,6 +139,12 @@ def decode_request(body: bytes) -> SignedMessage:
     )
 
 
+def answer_reason(body: str, phrase: str) -> str:
+    """The reason a proxy gave: the first line of its answer, else the HTTP phrase."""
+    text = body.strip()
+    return text.splitlines()[0] if text else phrase
+
+
 def failure_for(status: int, reason: str, kind: str | None = None) -> MessageSendingFailure | None:
     """The exception a client raises for a response, or None when it means sent.
 

@@ -80,8 +80,8 @@ def post(endpoint: Endpoint, body: bytes, timeout: float) -> Response:
         )
         answer = connection.getresponse()
         text = answer.read(4096).decode("utf-8", "replace")
-        first_line = text.strip().splitlines()[0] if text.strip() else answer.reason
-        return Response(answer.status, first_line, answer.getheader(protocol.ERROR_HEADER))
+        reason = protocol.answer_reason(text, answer.reason)
+        return Response(answer.status, reason, answer.getheader(protocol.ERROR_HEADER))
     except (OSError, http.client.HTTPException) as exc:
         raise TemporaryFailure(
             f"cannot reach the proxy at {endpoint.shown}: {_describe(exc)}"

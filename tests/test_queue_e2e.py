@@ -6,134 +6,36 @@ acknowledged with exit 0 arrives exactly once, and nothing else arrives.
 
 from __future__ import annotations
 
-import re
-import socket
 import subprocess
-import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from faultproxy import FaultProxy
+from queue_support import (
+    GAEMAIL,
+    GMAIL,
+    WAIT,
+    Server,
+    free_port,
+    gmail_env,
+    message,
+    run,
+    running_server,
+    start_server,
+    stop,
+    wait_for,
+)
+
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
-GMAIL, GAEMAIL = str(BIN / "gmail"), str(BIN / "gaemail")
-WAIT = 30.0
-
-
-@dataclass
-class Server:
-    url: str
-    envdir: Path
-    outbox: Path
-    process: subprocess.Popen[bytes]
-
-    def deliveries(self) -> Counter[str]:
-        ids: Counter[str] = Counter()
-        new = self.outbox / "new"
-        for path in new.iterdir() if new.exists() else []:
-            match = re.search(rb"^X-Gaemail-Message-Id: (\S+)", path.read_bytes(), re.M)
-            ids[match.group(1).decode() if match else "?"] += 1
-        return ids
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(state: Path, port: int = 0) -> Server:
-    process = subprocess.Popen(
-        [
-            GAEMAIL,
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state),
-            "--default-sender",
-            "proxy@example.com",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    url = envdir = None
-    deadline = time.monotonic() + WAIT
-    while envdir is None and time.monotonic() < deadline:
-        line = process.stdout.readline().decode()
-        if not line:
-            break
-        if line.startswith("Listening on "):
-            url = line.split()[-1]
-        if line.startswith("export GMAIL_ENVDIR="):
-            envdir = Path(line.strip().split("=", 1)[1])
-    if url is None or envdir is None:
-        process.kill()
-        process.wait(10)
-        process.stdout.close()
-        pytest.fail("gaemail serve did not start")
-    return Server(url, envdir, state / "outbox", process)
-
-
-def stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(10)
-    if server.process.stdout:
-        server.process.stdout.close()
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    s = start_server(tmp_path / "server")
-    yield s
-    stop(s)
-
-
-def gmail_env(envdir: Path, queue: Path, **extra: str) -> dict[str, str]:
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(queue.parent),
-        "GMAIL_ENVDIR": str(envdir),
-        "GMAIL_QUEUE_DIR": str(queue),
-        "GMAIL_SYSLOG_SOCKET": "/nonexistent",
-        **extra,
-    }
-
-
-def run(
-    args: list[str], env: dict[str, str], stdin: bytes = b""
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        args, input=stdin, env=env, capture_output=True, timeout=WAIT, check=False
-    )
-
-
-def message(n: int) -> bytes:
-    return (
-        f"From: sender@example.com\nTo: rcpt{n}@example.com\nSubject: test {n}\n"
-        f"Message-ID: <msg{n}@example.com>\n\nbody {n}\n"
-    ).encode()
-
-
-def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+    with running_server(tmp_path / "server") as s:
+        yield s
 
 
 def test_server_down_queues_then_flush_delivers_once(tmp_path: Path) -> None:
@@ -250,44 +152,12 @@ def test_interactive_refusal_exits_65_and_queues_nothing(server: Server, tmp_pat
     )
 
 
-def drop_replies_proxy(target_port: int) -> tuple[int, threading.Thread, socket.socket]:
-    """Forwards each request to the proxy, then closes without passing the answer on."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    listener.settimeout(WAIT)
-
-    def serve_one() -> None:
-        client, _ = listener.accept()
-        with client, socket.create_connection(("127.0.0.1", target_port), timeout=WAIT) as up:
-            client.settimeout(WAIT)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += client.recv(65536)
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
-            while len(body) < length:
-                body += client.recv(65536)
-            up.sendall(head + b"\r\n\r\n" + body)
-            up.recv(65536)  # the proxy has answered: the message was sent
-        # the client's connection closes here with no answer
-
-    thread = threading.Thread(target=serve_one, daemon=True)
-    thread.start()
-    return int(listener.getsockname()[1]), thread, listener
-
-
 def test_lost_answer_then_retry_is_delivered_once(server: Server, tmp_path: Path) -> None:
-    port = int(server.url.rsplit(":", 1)[1].strip("/"))
-    relay_port, thread, listener = drop_replies_proxy(port)
-    env = gmail_env(
-        server.envdir, tmp_path / "queue", GMAIL_PROXY_URL=f"http://127.0.0.1:{relay_port}/"
-    )
-    try:
+    # The proxy forwards the request, then closes without passing the answer on.
+    with FaultProxy(server.port, ["forward-then-close"]) as relay:
+        env = gmail_env(server.envdir, tmp_path / "queue", GMAIL_PROXY_URL=relay.url)
         done = run([GMAIL, "-odi", "-i", "rcpt1@example.com"], env, message(1))
-        thread.join(WAIT)
-    finally:
-        listener.close()
+        relay.wait_settled()
     assert done.returncode == 0 and b"queued as" in done.stderr
     assert server.deliveries() == Counter({"<msg1@example.com>": 1})  # sent, answer lost
     del env["GMAIL_PROXY_URL"]

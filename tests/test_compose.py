@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from gaemail.compose import Defaults, HeaderBlock, compose_mail, prepare_message, read_input
+from gaemail.compose import (
+    Defaults,
+    HeaderBlock,
+    compose_mail,
+    prepare_message,
+    read_input,
+    render_field,
+)
 from gaemail.envelope import RecipientResolver, parse_aliases
 from gaemail.errors import EX_NOUSER, MessageError, NoSuchUserError, UsageError
 
@@ -302,3 +309,42 @@ def test_compose_mail_rejects_headers_that_would_change_recipients_or_are_invali
 def test_full_name_with_newline_is_refused() -> None:
     with pytest.raises(UsageError, match="line break"):
         prepare(b"To: a@x.org\n\nhi\n", t=True, sender="s@x.org", full_name="x\nBcc: e@x.org")
+
+
+FIELD_NAMES = ["To", "Cc", "Bcc", "From", "Reply-To", "Subject", "Date", "Message-ID", "X-Mailer"]
+FIELD_VALUES = [
+    "",
+    "root",
+    "a@example.com",
+    "a@example.com, c@example.org",
+    "a@example.com,c@example.org",
+    '"Doe, John" <j@example.org>',
+    "John Doe <j@example.org>",
+    "root@web1.example.com (Cron Daemon)",
+    "(comment) a@example.com",
+    '"a b"@example.com',
+    "undisclosed-recipients:;",
+    "Team: a@example.com, b@example.com;",
+    "<>",
+    "foo@",
+    "Sat, 21 Nov 2026 12:00:00 +0100",
+    "<1763.42.abcdef@web1.example.com>",
+    "<12@x> <13@y>",
+    "hello  world",
+    " leading space",
+    "trailing space ",
+    'a "quote and back\\slash',
+    "Cron <root@web1> /usr/local/sbin/nightly-backup --verbose",
+    "x" * 70,  # too long for the plain path
+    "a " * 40,  # foldable
+    "=?utf-8?q?looks_encoded?=",
+    "tab\there",
+]
+
+
+@pytest.mark.parametrize("name", FIELD_NAMES)
+def test_render_field_writes_what_the_email_policy_writes(name: str) -> None:
+    """render_field skips loading email.policy for plain short values: same bytes."""
+    policy = email.policy.default.clone(linesep="\n")
+    for value in FIELD_VALUES:
+        assert render_field(name, value) == policy.fold_binary(name, value), value

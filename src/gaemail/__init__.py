@@ -7,7 +7,7 @@ message, does not pay for httpx.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # `gmail` imports this package: no typing at run time
 
 __all__ = [
     "ConfigurationError",
@@ -19,6 +19,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from gaemail.client import GmailProxy
     from gaemail.errors import (
         ConfigurationError,

@@ -13,27 +13,43 @@ Otherwise *mail*: `gmail -s SUBJECT ADDR...` builds the message from a body.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 from gaemail.errors import UsageError
 
-Personality = Literal["mail", "sendmail"]
-Mode = Literal["send", "list", "flush", "help", "version"]
-Arity = Literal["flag", "value", "attached"]  # attached: optional, only as -Xvalue
-Scope = Literal["both", "mail", "sendmail"]
+# Plain classes and no run-time typing: dataclasses and typing would double the
+# start-up of every message (see bench/).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Personality = Literal["mail", "sendmail"]
+    Mode = Literal["send", "list", "flush", "help", "version"]
+    Arity = Literal["flag", "value", "attached"]  # attached: optional, only as -Xvalue
+    Scope = Literal["both", "mail", "sendmail"]
 
 
-@dataclass(frozen=True)
 class Option:
     """One option of the table.  `names` are short letters (`-t`) or long (`--url`)."""
 
-    names: tuple[str, ...]
-    arity: Arity
-    scope: Scope
-    help: str
-    metavar: str = ""
-    ignored: bool = False
+    __slots__ = ("arity", "help", "ignored", "metavar", "names", "scope")
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        arity: Arity,
+        scope: Scope,
+        help: str,
+        metavar: str = "",
+        ignored: bool = False,
+    ) -> None:
+        self.names = names
+        self.arity: Arity = arity
+        self.scope: Scope = scope
+        self.help = help
+        self.metavar = metavar
+        self.ignored = ignored
+
+    def __repr__(self) -> str:
+        return f"Option({self.names!r}, {self.arity!r}, {self.scope!r})"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -188,26 +204,30 @@ _UNPROVIDED_MODES = {
 DELIVERY_MODES = {"i": "interactive", "b": "background", "q": "queue"}
 
 
-@dataclass
 class Invocation:
     """What the command line asks for."""
 
-    program: str
-    personality: Personality = "mail"
-    mode: Mode = "send"
-    recipients: list[str] = field(default_factory=list)
-    read_headers: bool = False  # -t
-    dot_ends: bool = True  # without -i, a lone "." line ends the message
-    sender: str | None = None  # -f / -r
-    full_name: str | None = None  # -F
-    subject: str | None = None
-    cc: list[str] = field(default_factory=list)
-    bcc: list[str] = field(default_factory=list)
-    headers: list[str] = field(default_factory=list)  # -a
-    delivery: str | None = None  # -od?: interactive, background, queue; or "none"
-    verbose: bool = False
-    fix_sender: bool | None = None  # None: on for sendmail style and for messages without From
-    settings: dict[str, str | None] = field(default_factory=dict)
+    def __init__(self, program: str, personality: Personality = "mail", mode: Mode = "send"):
+        self.program = program
+        self.personality: Personality = personality
+        self.mode: Mode = mode
+        self.recipients: list[str] = []
+        self.read_headers = False  # -t
+        self.dot_ends = True  # without -i, a lone "." line ends the message
+        self.sender: str | None = None  # -f / -r
+        self.full_name: str | None = None  # -F
+        self.subject: str | None = None
+        self.cc: list[str] = []
+        self.bcc: list[str] = []
+        self.headers: list[str] = []  # -a
+        self.delivery: str | None = None  # -od?: interactive, background, queue; or "none"
+        self.verbose = False
+        # None: on for sendmail style and for messages without From
+        self.fix_sender: bool | None = None
+        self.settings: dict[str, str | None] = {}
+
+    def __repr__(self) -> str:
+        return f"Invocation({vars(self)!r})"
 
 
 def _program_personality(program: str) -> tuple[Personality, Mode]:

@@ -11,9 +11,6 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import BinaryIO, NoReturn, TextIO
 
 from gaemail import argv, queueing
 from gaemail.compose import Defaults, Outgoing, compose_mail, prepare_message
@@ -30,16 +27,28 @@ from gaemail.journal import Journal
 from gaemail.spool import Envelope as QueuedEnvelope
 from gaemail.spool import Spool, State
 
+TYPE_CHECKING = False  # no run-time typing: see the module's docstring
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import BinaryIO, NoReturn, TextIO
 
-@dataclass
+
 class Environment:
     """Everything gmail touches outside itself, so tests can run main() in-process."""
 
-    stdin: BinaryIO = field(default_factory=lambda: sys.stdin.buffer)
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    program: str = field(default_factory=lambda: os.path.basename(sys.argv[0]) or "gmail")
+    def __init__(
+        self,
+        stdin: BinaryIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        environ: Mapping[str, str] | None = None,
+        program: str | None = None,
+    ) -> None:
+        self.stdin: BinaryIO = sys.stdin.buffer if stdin is None else stdin
+        self.stdout: TextIO = sys.stdout if stdout is None else stdout
+        self.stderr: TextIO = sys.stderr if stderr is None else stderr
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self.program = program or os.path.basename(sys.argv[0]) or "gmail"
 
 
 def main(args: list[str] | None = None, env: Environment | None = None) -> NoReturn:

@@ -14,19 +14,27 @@ shows in a delivered header.
 
 from __future__ import annotations
 
-import email.policy
 import os
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from email.message import EmailMessage
 from email.utils import formataddr, formatdate, getaddresses
 
 from gaemail.envelope import Envelope, RecipientResolver, address_key
 from gaemail.errors import MessageError, UsageError
 
-WIRE_POLICY = email.policy.default.clone(linesep="\n")
+# email.policy and email.message load only when a message needs them (a header to
+# fold or encode, a mail(1) body): they are most of what gmail's start-up would
+# cost otherwise (bench/).  Plain classes and no run-time typing for the same reason.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from email.message import EmailMessage
+    from email.policy import EmailPolicy
+
+# A header field that needs neither folding nor encoding: printable ASCII, no
+# encoded-word look-alike, within the 78 characters of RFC 5322's line limit.
+_PLAIN_VALUE = re.compile(r"[ -~]*")
+_LINE_LIMIT = 78
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")
 # An mbox separator as Exim's pipe transport writes it ("From sender Sat Nov 21
 # 12:41:23 2026"); Exim's own uucp_from_pattern.  Any other first line that
@@ -37,23 +45,39 @@ _MBOX_FROM = re.compile(
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
 
 
-@dataclass(frozen=True)
 class Outgoing:
     """A message ready to sign: its bytes, envelope and the id that names it."""
 
-    data: bytes
-    envelope: Envelope
-    message_id: str
-    fix_sender: bool
+    __slots__ = ("data", "envelope", "fix_sender", "message_id")
+
+    def __init__(self, data: bytes, envelope: Envelope, message_id: str, fix_sender: bool):
+        self.data = data
+        self.envelope = envelope
+        self.message_id = message_id
+        self.fix_sender = fix_sender
 
 
-@dataclass(frozen=True)
 class Defaults:
     """What the caller's settings add to messages that lack it."""
 
-    sender: str | None = None  # GMAIL_FROM
-    hostname: str = "localhost"
-    clock: Callable[[], float] = time.time
+    __slots__ = ("clock", "hostname", "sender")
+
+    def __init__(
+        self,
+        sender: str | None = None,  # GMAIL_FROM
+        hostname: str = "localhost",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sender = sender
+        self.hostname = hostname
+        self.clock = clock
+
+
+def wire_policy() -> EmailPolicy[EmailMessage]:
+    """email.policy.default with LF line ends: what gmail puts on the wire."""
+    import email.policy
+
+    return email.policy.default.clone(linesep="\n")
 
 
 def read_input(raw: bytes, dot_ends: bool) -> bytes:
@@ -140,7 +164,10 @@ def render_field(name: str, value: str) -> bytes:
     """One header field, folded and RFC 2047-encoded as needed, LF-terminated."""
     if "\n" in value or "\r" in value:
         raise UsageError(f"the {name} header value contains a line break")
-    return WIRE_POLICY.fold_binary(name, value)
+    line = f"{name}: {value}"
+    if len(line) <= _LINE_LIMIT and "=?" not in value and _PLAIN_VALUE.fullmatch(value):
+        return line.encode("ascii") + b"\n"  # what the policy would write, without loading it
+    return wire_policy().fold_binary(name, value)
 
 
 Pair = tuple[str, str]  # (display name, address)
@@ -301,7 +328,9 @@ def compose_mail(
     bcc_pairs = _unique(
         _resolve(_parse_pairs(bcc), resolver), {address_key(a) for _, a in to_pairs + cc_pairs}
     )
-    msg = EmailMessage(policy=WIRE_POLICY)
+    from email.message import EmailMessage
+
+    msg = EmailMessage(policy=wire_policy())
     from_value = resolver.qualify_sender(sender) or defaults.sender
     try:
         for name, value in _extra_headers(extra_headers):

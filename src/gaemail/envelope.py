@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-
 from gaemail.errors import ConfigurationError, NoSuchUserError, describe_os_error
 
+TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
-@dataclass
+
 class Envelope:
     """Who the message goes to, whatever its headers say, and who sent it."""
 
-    recipients: list[str] = field(default_factory=list)
-    sender: str | None = None
+    __slots__ = ("recipients", "sender")
+
+    def __init__(self, recipients: list[str] | None = None, sender: str | None = None) -> None:
+        self.recipients: list[str] = list(recipients or ())
+        self.sender = sender
+
+    def __repr__(self) -> str:
+        return f"Envelope(recipients={self.recipients!r}, sender={self.sender!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return (self.recipients, self.sender) == (other.recipients, other.sender)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def add(self, addresses: Iterable[str]) -> None:
         """Add addresses, keeping the first spelling of each and dropping repeats."""

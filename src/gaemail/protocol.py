@@ -22,8 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable
-from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote_from_bytes
 
 from gaemail.errors import (
@@ -32,6 +30,10 @@ from gaemail.errors import (
     SignatureRejected,
     TemporaryFailure,
 )
+
+TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 FIELD_MSG = "msg"
 FIELD_SIGNATURE = "signature"
@@ -97,13 +99,15 @@ def encode_request(msg: bytes, secret: bytes, *, fix_sender: bool = False) -> by
     return "&".join(f"{name}={value}" for name, value in fields).encode("ascii")
 
 
-@dataclass(frozen=True)
 class SignedMessage:
     """A decoded v1 request: the message bytes exactly as signed."""
 
-    msg: bytes
-    signature: str
-    fix_sender: bool
+    __slots__ = ("fix_sender", "msg", "signature")
+
+    def __init__(self, msg: bytes, signature: str, fix_sender: bool) -> None:
+        self.msg = msg
+        self.signature = signature
+        self.fix_sender = fix_sender
 
 
 class RequestError(ValueError):

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, TextIO
 
-from gaemail.config import Settings
 from gaemail.errors import ConfigurationError, MessageSendingFailure
-from gaemail.journal import Journal
-from gaemail.spool import Item, Spool, age_text, default_queue_dir, now
+from gaemail.spool import Spool, age_text, default_queue_dir, now
 
+TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import TextIO
+
+    from gaemail.config import Settings
     from gaemail.flush import Progress, SendFn
+    from gaemail.journal import Journal
+    from gaemail.spool import Item
 
 # gaemail.flush (threads, logging) loads only where messages are flushed: the
 # process that merely queues a message is every cron job's and PHP page's cost.

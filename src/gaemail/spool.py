@@ -29,10 +29,12 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 
 from gaemail.errors import LocalIOError, describe_os_error
+
+TYPE_CHECKING = False  # plain classes, no typing: every queued message pays imports
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SUBDIRS = ("tmp", "new", "state", "failed")
 MAX_AGE_SECONDS = 5 * 24 * 3600  # as sendmail's Timeout.queuereturn
@@ -41,26 +43,73 @@ BACKOFF_MAX = 3600.0
 STALE_TMP_SECONDS = 36 * 3600  # Maildir's rule for abandoned tmp files
 
 
-@dataclass(frozen=True)
 class Envelope:
-    """What the queue keeps beside the message."""
+    """What the queue keeps beside the message (the JSON line before it)."""
 
-    message_id: str
-    sender: str | None
-    recipients: list[str]
-    fix_sender: bool
-    created: float
-    size: int
+    __slots__ = ("created", "fix_sender", "message_id", "recipients", "sender", "size")
+
+    def __init__(
+        self,
+        message_id: str,
+        sender: str | None,
+        recipients: list[str],
+        fix_sender: bool,
+        created: float,
+        size: int,
+    ) -> None:
+        self.message_id = message_id
+        self.sender = sender
+        self.recipients = recipients
+        self.fix_sender = fix_sender
+        self.created = created
+        self.size = size
+
+    def to_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
+
+    def __repr__(self) -> str:
+        return f"Envelope({self.to_dict()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass
+_ENVELOPE_FIELDS = ("message_id", "sender", "recipients", "fix_sender", "created", "size")
+
+
 class State:
     """Delivery history of one message."""
 
-    attempts: int = 0
-    next_attempt: float = 0.0
-    last_error: str = ""
-    permanent: bool = False
+    __slots__ = ("attempts", "last_error", "next_attempt", "permanent")
+
+    def __init__(
+        self,
+        attempts: int = 0,
+        next_attempt: float = 0.0,
+        last_error: str = "",
+        permanent: bool = False,
+    ) -> None:
+        self.attempts = attempts
+        self.next_attempt = next_attempt
+        self.last_error = last_error
+        self.permanent = permanent
+
+    def to_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        return f"State({self.to_dict()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, State):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
 
     def backoff(self, now: float, error: str) -> None:
         self.attempts += 1
@@ -69,13 +118,15 @@ class State:
         self.next_attempt = now + delay
 
 
-@dataclass
 class Item:
     """A queued message as listed: its id, envelope and state."""
 
-    id: str
-    envelope: Envelope
-    state: State = field(default_factory=State)
+    __slots__ = ("envelope", "id", "state")
+
+    def __init__(self, id: str, envelope: Envelope, state: State | None = None) -> None:
+        self.id = id
+        self.envelope = envelope
+        self.state = state or State()
 
 
 def default_queue_dir(environ: dict[str, str] | os._Environ[str]) -> str:
@@ -117,7 +168,7 @@ class Spool:
         if not os.path.isdir(self.dir("new")):
             self.ensure()
         ident = new_id(clock)
-        header = json.dumps(asdict(envelope), separators=(",", ":")).encode() + b"\n"
+        header = json.dumps(envelope.to_dict(), separators=(",", ":")).encode() + b"\n"
         tmp_path = os.path.join(self.dir("tmp"), ident)
         try:
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -211,7 +262,7 @@ class Spool:
         path = self._state_path(ident, area)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(asdict(state), f)
+            json.dump(state.to_dict(), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -236,15 +287,17 @@ class Spool:
         return removed
 
 
-@dataclass
 class Claim:
     """A message locked for delivery; ends in sent(), deferred() or failed()."""
 
-    spool: Spool
-    id: str
-    envelope: Envelope
-    data: bytes
-    state: State
+    __slots__ = ("data", "envelope", "id", "spool", "state")
+
+    def __init__(self, spool: Spool, id: str, envelope: Envelope, data: bytes, state: State):
+        self.spool = spool
+        self.id = id
+        self.envelope = envelope
+        self.data = data
+        self.state = state
 
     def sent(self) -> None:
         self.spool.delete(self.id)

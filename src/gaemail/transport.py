@@ -9,28 +9,34 @@ from __future__ import annotations
 
 import http.client
 import socket
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gaemail import protocol
 from gaemail.errors import ConfigurationError, TemporaryFailure
 
 
-@dataclass(frozen=True)
 class Response:
-    status: int
-    reason: str  # the body's first line, or the HTTP reason phrase
-    kind: str | None  # X-Gaemail-Error
+    __slots__ = ("kind", "reason", "status")
+
+    def __init__(self, status: int, reason: str, kind: str | None) -> None:
+        self.status = status
+        self.reason = reason  # the body's first line, or the HTTP reason phrase
+        self.kind = kind  # X-Gaemail-Error
 
 
-@dataclass(frozen=True)
 class Endpoint:
     """A parsed proxy URL, without any user or password it carried."""
 
-    scheme: str
-    host: str
-    port: int | None
-    path: str  # with the query, as requested
+    __slots__ = ("host", "path", "port", "scheme")
+
+    def __init__(self, scheme: str, host: str, port: int | None, path: str) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.path = path  # with the query, as requested
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.shown!r})"
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:

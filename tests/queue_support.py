@@ -152,7 +152,7 @@ def wait_for(predicate: Callable[[], object], what: str) -> None:
     pytest.fail(f"timed out waiting for {what}")
 
 
-def queued(queue: Path) -> dict[str, str]:
+def queue_entries(queue: Path) -> dict[str, str]:
     """Queue id -> Message-ID of every message waiting in the queue."""
     new = queue / "new"
     found = {}
@@ -165,13 +165,18 @@ def queued(queue: Path) -> dict[str, str]:
     return found
 
 
+def queued(queue: Path) -> Counter[str]:
+    """How often each Message-ID waits in the queue."""
+    return Counter(queue_entries(queue).values())
+
+
 def attempted_and_unlocked(queue: Path) -> bool:
     """Every queued message has been attempted and nobody is attempting it now.
 
     A detached background delivery gives no sign when it ends; this is it: its
     attempt wrote the message's state and let go of the message's lock.
     """
-    for ident in queued(queue):
+    for ident in queue_entries(queue):
         if not (queue / "state" / f"{ident}.json").exists():
             return False
         try:

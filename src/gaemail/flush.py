@@ -61,11 +61,14 @@ class Deliverer:
         """Attempt each message, `jobs` at a time; counts of each outcome."""
         ids = list(ids)
         outcomes: Counter[str] = Counter()
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for done, outcome in enumerate(pool.map(lambda i: self.attempt(i, force), ids), 1):
-                outcomes[outcome] += 1
-                if progress:
-                    progress(done, len(ids))
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                for done, outcome in enumerate(pool.map(lambda i: self.attempt(i, force), ids), 1):
+                    outcomes[outcome] += 1
+                    if progress:
+                        progress(done, len(ids))
+        finally:
+            self.spool.sync()  # one fsync for every message sent
         return outcomes
 
     def _fail(self, claim: Claim, reason: str) -> str:

@@ -154,7 +154,9 @@ def deliver_in_background(
     try:
         if ident is not None:
             deliverer = Deliverer(spool, one_shot_sender(settings), journal, now)
-            if deliverer.attempt(ident, force=True) != "sent":
+            outcome = deliverer.attempt(ident, force=True)
+            spool.sync()
+            if outcome != "sent":
                 return  # the proxy is not taking mail: leave the rest to their backoff
         if spool.ids():
             flush(spool, settings, journal, force=False)

@@ -267,11 +267,22 @@ class Spool:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
-    def delete(self, ident: str, area: str = "new") -> None:
-        """Remove a message and its state (a deliverer's or an administrator's act)."""
+    def delete(self, ident: str, area: str = "new", sync: bool = True) -> None:
+        """Remove a message and its state (a deliverer's or an administrator's act).
+
+        `sync=False` leaves making the removal durable to a later sync(): a flush
+        syncs once at its end, not once per message.  A sent message that a crash
+        brings back is sent again with its Message-ID, which the proxy
+        recognises, so it is still delivered once.
+        """
         os.unlink(self._message_path(ident, area))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._state_path(ident, area))
+        if sync:
+            self.sync(area)
+
+    def sync(self, area: str = "new") -> None:
+        """Make the removals and renames in one area durable."""
         _fsync_dir(self.dir(area))
 
     def clean_tmp(self, now: float) -> int:
@@ -300,7 +311,8 @@ class Claim:
         self.state = state
 
     def sent(self) -> None:
-        self.spool.delete(self.id)
+        """Remove the message; durable at the deliverer's next Spool.sync()."""
+        self.spool.delete(self.id, sync=False)
 
     def deferred(self, error: str, now: float) -> None:
         self.state.backoff(now, error)

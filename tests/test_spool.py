@@ -13,7 +13,7 @@ import pytest
 from gaemail.errors import TemporaryFailure
 from gaemail.flush import BUSY, DEFERRED, FAILED, NOT_DUE, SENT, Deliverer
 from gaemail.journal import Journal
-from gaemail.spool import Envelope, Spool, State
+from gaemail.spool import Envelope, Spool, State, default_queue_dir
 
 MSG = b"From: s@example.com\nTo: a@example.com\nMessage-ID: <m1@example.com>\n\nhi\n"
 
@@ -169,3 +169,17 @@ def test_journal_writes_one_syslog_line(tmp_path: Path) -> None:
     assert (
         "ID1: status=sent msgid=<m1@example.com> from=<s@example.com> to=<a@example.com>" in packet
     )
+
+
+def test_users_queue_in_the_shared_drop_box_once_it_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 33)  # www-data: no home of its own
+    shared = tmp_path / "spool"
+    environ = {"HOME": str(tmp_path / "home")}
+    own = str(tmp_path / "home" / ".local" / "state" / "gaemail" / "queue")
+    assert default_queue_dir(environ, str(shared)) == own
+    Spool(str(shared)).ensure()
+    assert default_queue_dir(environ, str(shared)) == str(shared)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert default_queue_dir(environ, str(tmp_path / "absent")) == str(tmp_path / "absent")

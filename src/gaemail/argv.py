@@ -162,7 +162,7 @@ OPTIONS: tuple[Option, ...] = (
         "value",
         "both",
         "queue directory (else GMAIL_QUEUE_DIR; "
-        "default /var/spool/gaemail for root, else per user)",
+        "default /var/spool/gaemail when it is root's or a shared drop box, else per user)",
         "DIR",
     ),
     Option(

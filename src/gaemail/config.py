@@ -68,7 +68,8 @@ SPECS: dict[str, Spec] = {
             "queue_dir",
             "--queue-dir",
             "GMAIL_QUEUE_DIR",
-            "queue directory (default /var/spool/gaemail for root, else per user)",
+            "queue directory (default /var/spool/gaemail for root and, once it is a drop box, "
+            "for all; else per user)",
         ),
     )
 }

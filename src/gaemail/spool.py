@@ -129,10 +129,19 @@ class Item:
         self.state = state or State()
 
 
-def default_queue_dir(environ: dict[str, str] | os._Environ[str]) -> str:
-    """/var/spool/gaemail for root; a per-user state directory otherwise."""
-    if os.geteuid() == 0:
-        return "/var/spool/gaemail"
+SHARED_QUEUE = "/var/spool/gaemail"
+
+
+def default_queue_dir(
+    environ: dict[str, str] | os._Environ[str], shared: str = SHARED_QUEUE
+) -> str:
+    """The shared queue for root, and for everyone once `gaemail queue init` made it
+    a drop box they can write to; else a per-user state directory.
+
+    So www-data and nobody, who have no home to write to, queue without a setting.
+    """
+    if os.geteuid() == 0 or os.access(os.path.join(shared, "new"), os.W_OK | os.X_OK):
+        return shared
     base = environ.get("XDG_STATE_HOME") or os.path.join(
         environ.get("HOME") or os.path.expanduser("~"), ".local", "state"
     )

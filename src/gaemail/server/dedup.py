@@ -1,14 +1,19 @@
-"""Exactly once across retries: the Message-IDs the proxy accepted recently.
+"""Exactly once across retries: the messages the proxy accepted recently.
 
 A client that timed out cannot know whether the proxy sent its message, so it
-sends it again.  Before sending, the proxy adds the Message-ID to App Engine's
-memcache (an atomic add-if-absent): a second request for the same id is answered
-204 without sending again once the first is sent, and 503 while the first is
-still being sent (if that one fails, the retry must be free to send).
+sends it again.  Before sending, the proxy adds the message's fingerprint to App
+Engine's memcache (an atomic add-if-absent): a second request for the same
+message is answered 204 without sending again once the first is sent, and 503
+while the first is still being sent (if that one fails, the retry must be free
+to send).
+
+A message is known by its Message-ID and its exact bytes, which a retry repeats:
+a different message that reuses a Message-ID (some scripts write a fixed one)
+is sent, not taken for a retry and lost.
 
 memcache is best effort, so this fails open: when the cache cannot be reached,
-or evicted the id, the message is sent.  Messages without a Message-ID (legacy
-clients) are never deduplicated.
+or evicted the fingerprint, the message is sent.  Messages without a Message-ID
+(legacy clients) are never deduplicated.
 """
 
 from __future__ import annotations
@@ -30,26 +35,29 @@ SENT_SECONDS = 7 * 24 * 3600  # longer than a client queue keeps a message (5 da
 log = logging.getLogger("gaemail.server")
 
 
-def _key(message_id: str) -> str:
-    return "msgid:" + hashlib.sha256(message_id.strip().encode("utf-8")).hexdigest()
+def fingerprint(message_id: str | None, msg: bytes) -> str | None:
+    """The memcache key of a message; None (never deduplicated) without a Message-ID."""
+    if not message_id:
+        return None
+    digest = hashlib.sha256(message_id.strip().encode("utf-8") + b"\0" + msg)
+    return "msg:" + digest.hexdigest()
 
 
 class AcceptedIds:
-    """Claims a Message-ID before sending and confirms it after."""
+    """Claims a message's fingerprint before sending and confirms it after."""
 
     def __init__(self) -> None:
         self.client = memcache.Client()
 
-    def claim(self, message_id: str | None) -> bool:
+    def claim(self, key: str | None) -> bool:
         """True: go on and send.  False: already sent, answer 204 without sending."""
-        if not message_id:
+        if not key:
             return True
-        key = _key(message_id)
         result = self.client.add_multi_async(
             {key: SENDING}, time=SENDING_SECONDS, namespace=NAMESPACE
         ).get_result()
         if result is None:
-            log.warning("memcache unavailable; sending %s without the duplicate check", message_id)
+            log.warning("memcache unavailable; sending without the duplicate check")
             return True
         if result.get(key) == memcache.STORED:
             return True
@@ -60,11 +68,11 @@ class AcceptedIds:
             raise Unavailable("This message is being sent by another request; try again")
         return True  # expired between the add and the get
 
-    def sent(self, message_id: str | None) -> None:
-        if message_id:
-            self.client.set(_key(message_id), SENT, time=SENT_SECONDS, namespace=NAMESPACE)
+    def sent(self, key: str | None) -> None:
+        if key:
+            self.client.set(key, SENT, time=SENT_SECONDS, namespace=NAMESPACE)
 
-    def release(self, message_id: str | None) -> None:
+    def release(self, key: str | None) -> None:
         """The send failed: a retry must be free to send."""
-        if message_id:
-            self.client.delete(_key(message_id), namespace=NAMESPACE)
+        if key:
+            self.client.delete(key, namespace=NAMESPACE)

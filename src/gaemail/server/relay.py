@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gaemail import protocol
 from gaemail.server.config import ServerConfig
-from gaemail.server.dedup import AcceptedIds
+from gaemail.server.dedup import AcceptedIds, fingerprint
 from gaemail.server.refusals import (
     MessageRefused,
     Refusal,
@@ -51,8 +51,9 @@ class Relay:
             self.verify(signed)
             translation = self.translate(signed)
             self.check_recipients(translation)
-            if self.accepted.claim(translation.message_id):
-                self.send(signed, translation)
+            key = fingerprint(translation.message_id, signed.msg)
+            if self.accepted.claim(key):
+                self.send(signed, translation, key)
         except Refusal as refusal:
             return self._outcome(translation, refusal)
         return self._outcome(translation, None)
@@ -84,7 +85,9 @@ class Relay:
                 f" at most {self.config.max_recipients} per message"
             )
 
-    def send(self, signed: protocol.SignedMessage, translation: Translation) -> None:
+    def send(
+        self, signed: protocol.SignedMessage, translation: Translation, key: str | None
+    ) -> None:
         try:
             send_message(
                 translation.fields,
@@ -92,9 +95,9 @@ class Relay:
                 fallback_sender=self._fallback(signed),
             )
         except BaseException:
-            self.accepted.release(translation.message_id)
+            self.accepted.release(key)
             raise
-        self.accepted.sent(translation.message_id)
+        self.accepted.sent(key)
 
     def _fallback(self, signed: protocol.SignedMessage) -> str | None:
         return self.config.default_sender if signed.fix_sender else None

@@ -49,6 +49,15 @@ class Server:
             ids[match.group(1).decode() if match else "?"] += 1
         return ids
 
+    def subjects(self) -> list[str]:
+        """The Subject of every message in the outbox."""
+        new = self.outbox / "new"
+        found = []
+        for path in new.iterdir() if new.exists() else []:
+            match = re.search(rb"^Subject: (.*)$", path.read_bytes(), re.M)
+            found.append(match.group(1).decode() if match else "?")
+        return found
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -217,3 +217,29 @@ def test_flusher_killed_while_the_server_sends_then_flush_delivers_once(
     flush(env)
     assert server.deliveries() == acknowledged
     assert queued(queue) == Counter()
+
+
+# ---------------------------------------------------------------------------
+# A retry is known by its bytes, not by its Message-ID alone
+# ---------------------------------------------------------------------------
+
+
+def test_reused_message_id_is_not_taken_for_a_retry(server: Server, tmp_path: Path) -> None:
+    # Some scripts write a fixed Message-ID; each of their messages must still arrive.
+    first, second = (
+        f"From: a@example.com\nTo: b@example.com\nSubject: {subject}\n"
+        f"Message-ID: <fixed@example.com>\n\n{subject}\n".encode()
+        for subject in ("first", "second")
+    )
+    queue = tmp_path / "queue"
+    with FaultProxy(server.port, ["forward-then-close"]) as proxy:
+        env = gmail_env(server.envdir, queue, GMAIL_PROXY_URL=proxy.url)
+        lost = run([GMAIL, "-odi", "-t", "-i"], env, first)  # sent, answer lost: queued
+        assert lost.returncode == 0 and "queued as" in one_line(lost.stderr)
+        # --no-queue: -odi would start a background flush that races with ours.
+        sent = run([GMAIL, "--no-queue", "-t", "-i"], env, second)
+        assert sent.returncode == 0 and sent.stderr == b""
+        flush(env)  # the retry of the first
+    assert server.deliveries() == Counter({"<fixed@example.com>": 2})
+    assert sorted(server.subjects()) == ["first", "second"]
+    assert queued(queue) == Counter()

@@ -11,6 +11,7 @@ the default once the script is used up):
     forward-then-hang   the server answers; the client never hears it
     forward-then-reset  the server answers; the client gets a reset instead
     forward-then-close  the server answers; the client gets end-of-file instead
+    forward-then-trickle  the server answers; the client gets it a byte every `delay` s
 
 Each exchange is one connection: the proxy asks the server and the client for
 `Connection: close`, so a keep-alive client opens a new connection per request
@@ -38,6 +39,7 @@ BEHAVIOURS = (
     "forward-then-hang",
     "forward-then-reset",
     "forward-then-close",
+    "forward-then-trickle",
 )
 _STATUS = re.compile(r"status (\d{3})$")
 _REASONS = {500: "Internal Server Error", 503: "Service Unavailable"}
@@ -50,7 +52,7 @@ class Exchange:
     behaviour: str
     message_id: str | None = None  # of the message in the request
     upstream_status: int | None = None  # the server's answer, when it was asked
-    settled: bool = False  # done, or hanging with nothing more to do
+    settled: bool = False  # done with the server: finished, hanging or trickling
 
 
 class FaultProxy:
@@ -168,6 +170,12 @@ class FaultProxy:
             self._hang(exchange)
         elif behaviour == "forward-then-reset":
             _reset(client)
+        elif behaviour == "forward-then-trickle":
+            self._update(exchange, settled=True)
+            for byte in answer:
+                if self._stop.wait(self.delay):
+                    return
+                client.sendall(bytes([byte]))
         elif behaviour in ("forward", "slow-forward"):
             client.sendall(answer)
         # forward-then-close: the finally closes the connection, unanswered

@@ -140,6 +140,31 @@ def test_lost_exchange_queues_then_flush_delivers_once(
     assert queued(queue) == Counter()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=subprocess.TimeoutExpired,
+    reason="transport.post: GMAIL_TIMEOUT bounds each socket read, not the whole answer",
+)
+def test_trickled_answer_times_out_then_flush_delivers_once(server: Server, tmp_path: Path) -> None:
+    queue = tmp_path / "queue"
+    # A byte every 0.2 s: no read waits a second, the answer takes half a minute.
+    with FaultProxy(server.port, ["forward-then-trickle"], delay=0.2) as proxy:
+        env = gmail_env(server.envdir, queue, GMAIL_PROXY_URL=proxy.url, GMAIL_TIMEOUT=TIMEOUT)
+        done = subprocess.run(
+            [GMAIL, "-odi", "-i", "rcpt1@example.com"],
+            input=message(1),
+            env=env,
+            capture_output=True,
+            timeout=3 * float(TIMEOUT) + 1,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "queued as" in one_line(done.stderr)
+        flush(env)
+    assert server.deliveries() == Counter({message_id(1): 1})
+    assert queued(queue) == Counter()
+
+
 # ---------------------------------------------------------------------------
 # A flusher killed with SIGKILL in the middle of its run
 # ---------------------------------------------------------------------------

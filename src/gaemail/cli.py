@@ -155,7 +155,7 @@ def _enqueue(
 def _flush_due_in_background(settings: Settings, env: Environment, journal: Journal) -> None:
     """After a successful send the proxy is up: try what waits in the queue."""
     spool = _spool(settings, env)
-    if spool.ids() and queueing.detach():
+    if spool.can_list() and spool.ids() and queueing.detach():
         try:
             queueing.deliver_in_background(spool, settings, journal)
         finally:

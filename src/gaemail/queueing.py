@@ -158,7 +158,7 @@ def deliver_in_background(
             spool.sync()
             if outcome != "sent":
                 return  # the proxy is not taking mail: leave the rest to their backoff
-        if spool.ids():
+        if spool.can_list() and spool.ids():  # a drop box is its deliverer's to flush
             flush(spool, settings, journal, force=False)
     except (MessageSendingFailure, ConfigurationError, OSError) as exc:
         journal.write(3, f"{ident or 'queue'}: background delivery stopped: {exc}")

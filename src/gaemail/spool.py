@@ -179,6 +179,8 @@ class Spool:
         ident = new_id(clock)
         header = json.dumps(envelope.to_dict(), separators=(",", ":")).encode() + b"\n"
         tmp_path = os.path.join(self.dir("tmp"), ident)
+        new_path = os.path.join(self.dir("new"), ident)
+        written = [tmp_path]  # what to take back if the message cannot be made safe
         try:
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
@@ -186,17 +188,29 @@ class Spool:
                 os.fchmod(fd, 0o640)
                 _write_all(fd, header + data)
                 os.fsync(fd)
+                os.rename(tmp_path, new_path)
+                written.append(new_path)
+                try:
+                    _fsync_dir(self.dir("new"))
+                except PermissionError:
+                    # A drop box (mode 3733): its senders may not open new/.  The
+                    # rename changed the file's inode, so fsyncing the file again
+                    # commits the rename with it (ext4, xfs and btrfs journals).
+                    os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(tmp_path, os.path.join(self.dir("new"), ident))
-            _fsync_dir(self.dir("new"))
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_path)
+            for path in written:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             raise LocalIOError(f"cannot queue the message: {describe_os_error(exc)}") from None
         return ident
 
     # -- deliverers --------------------------------------------------------------
+
+    def can_list(self) -> bool:
+        """False in a shared drop box for anyone but its deliverer (mode 3733)."""
+        return os.access(self.dir("new"), os.R_OK | os.X_OK)
 
     def ids(self) -> list[str]:
         """Queued ids, oldest first."""

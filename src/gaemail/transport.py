@@ -7,6 +7,7 @@ what the interpreter has already loaded.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 from urllib.parse import urlsplit
@@ -67,7 +68,13 @@ class Endpoint:
 
 
 def post(endpoint: Endpoint, body: bytes, timeout: float) -> Response:
-    """POST a v1 form body; network failures become TemporaryFailure."""
+    """POST a v1 form body; network failures become TemporaryFailure.
+
+    `timeout` bounds the whole exchange, not only each socket read: a proxy that
+    trickles its answer a byte at a time is cut off when the time is up.
+    """
+    import threading
+
     connection: http.client.HTTPConnection
     if endpoint.scheme == "https":
         import ssl  # only https pays for it
@@ -77,6 +84,19 @@ def post(endpoint: Endpoint, body: bytes, timeout: float) -> Response:
         )
     else:
         connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
+    expired = threading.Event()
+
+    def cut_off() -> None:
+        """The time is up: end the exchange, so a blocked read returns at once."""
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    deadline = threading.Timer(timeout, cut_off)
+    deadline.daemon = True
+    deadline.start()
     try:
         connection.request(
             "POST",
@@ -89,10 +109,10 @@ def post(endpoint: Endpoint, body: bytes, timeout: float) -> Response:
         reason = protocol.answer_reason(text, answer.reason)
         return Response(answer.status, reason, answer.getheader(protocol.ERROR_HEADER))
     except (OSError, http.client.HTTPException) as exc:
-        raise TemporaryFailure(
-            f"cannot reach the proxy at {endpoint.shown}: {_describe(exc)}"
-        ) from None
+        why = "timed out" if expired.is_set() else _describe(exc)
+        raise TemporaryFailure(f"cannot reach the proxy at {endpoint.shown}: {why}") from None
     finally:
+        deadline.cancel()
         connection.close()
 
 

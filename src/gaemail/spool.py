@@ -43,10 +43,32 @@ BACKOFF_MAX = 3600.0
 STALE_TMP_SECONDS = 36 * 3600  # Maildir's rule for abandoned tmp files
 
 
-class Envelope:
+class _Record:
+    """A value saved as JSON: its FIELDS, compared and shown by value."""
+
+    __slots__ = ()
+    FIELDS: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Record)
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Envelope(_Record):
     """What the queue keeps beside the message (the JSON line before it)."""
 
-    __slots__ = ("created", "fix_sender", "message_id", "recipients", "sender", "size")
+    FIELDS = ("message_id", "sender", "recipients", "fix_sender", "created", "size")
+    __slots__ = FIELDS
 
     def __init__(
         self,
@@ -64,27 +86,12 @@ class Envelope:
         self.created = created
         self.size = size
 
-    def to_dict(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
 
-    def __repr__(self) -> str:
-        return f"Envelope({self.to_dict()!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Envelope):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-_ENVELOPE_FIELDS = ("message_id", "sender", "recipients", "fix_sender", "created", "size")
-
-
-class State:
+class State(_Record):
     """Delivery history of one message."""
 
-    __slots__ = ("attempts", "last_error", "next_attempt", "permanent")
+    FIELDS = ("attempts", "next_attempt", "last_error", "permanent")
+    __slots__ = FIELDS
 
     def __init__(
         self,
@@ -97,19 +104,6 @@ class State:
         self.next_attempt = next_attempt
         self.last_error = last_error
         self.permanent = permanent
-
-    def to_dict(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __repr__(self) -> str:
-        return f"State({self.to_dict()!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, State):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]
 
     def backoff(self, now: float, error: str) -> None:
         self.attempts += 1

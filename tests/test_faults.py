@@ -2,7 +2,7 @@
 
 A FaultProxy on loopback stands between gmail and a real `gaemail serve`.  Every
 test counts what reaches the outbox by the client's Message-ID: each message
-acknowledged with exit 0 arrives exactly once once the proxy recovers and the
+acknowledged with exit 0 arrives exactly once after the proxy recovers and the
 queue is flushed, and nothing arrives that was not acknowledged.
 """
 
@@ -45,6 +45,16 @@ def one_line(stderr: bytes) -> str:
     lines = stderr.decode().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def queue_messages(env: dict[str, str], count: int) -> Counter[str]:
+    """Queue message(0..count-1) with gmail -odq, 8 at a time; their Message-IDs."""
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda n: run([GMAIL, "-t", "-i", "-odq"], env, message(n)), range(count))
+        )
+    assert [r.returncode for r in results] == [0] * count
+    return Counter(message_id(n) for n in range(count))
 
 
 def flush(env: dict[str, str]) -> None:
@@ -140,11 +150,28 @@ def test_lost_exchange_queues_then_flush_delivers_once(
     assert queued(queue) == Counter()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason="transport.post: GMAIL_TIMEOUT bounds each socket read, not the whole answer",
+@pytest.mark.parametrize(
+    "behaviour", ["status 503", "hang", "forward-then-hang", "reset", "forward-then-reset"]
 )
+def test_flush_through_a_failing_proxy_keeps_then_delivers_once(
+    server: Server, tmp_path: Path, behaviour: str
+) -> None:
+    queue = tmp_path / "queue"
+    env = gmail_env(server.envdir, queue)
+    acknowledged = queue_messages(env, 3)
+    with FaultProxy(server.port, [behaviour] * 3) as proxy:
+        env = {**env, "GMAIL_PROXY_URL": proxy.url, "GMAIL_TIMEOUT": TIMEOUT}
+        flush(env)  # every attempt fails: the messages stay queued
+        proxy.wait_settled()
+        assert queued(queue) == acknowledged
+        server_sent = behaviour.startswith("forward")
+        assert server.deliveries() == (acknowledged if server_sent else Counter())
+
+        flush(env)  # the proxy forwards now
+    assert server.deliveries() == acknowledged
+    assert queued(queue) == Counter()
+
+
 def test_trickled_answer_times_out_then_flush_delivers_once(server: Server, tmp_path: Path) -> None:
     queue = tmp_path / "queue"
     # A byte every 0.2 s: no read waits a second, the answer takes half a minute.
@@ -168,16 +195,6 @@ def test_trickled_answer_times_out_then_flush_delivers_once(server: Server, tmp_
 # ---------------------------------------------------------------------------
 # A flusher killed with SIGKILL in the middle of its run
 # ---------------------------------------------------------------------------
-
-
-def queue_messages(env: dict[str, str], count: int) -> Counter[str]:
-    """Queue message(0..count-1) with gmail -odq, 8 at a time; their Message-IDs."""
-    with ThreadPoolExecutor(8) as pool:
-        results = list(
-            pool.map(lambda n: run([GMAIL, "-t", "-i", "-odq"], env, message(n)), range(count))
-        )
-    assert [r.returncode for r in results] == [0] * count
-    return Counter(message_id(n) for n in range(count))
 
 
 def kill_flusher_when(

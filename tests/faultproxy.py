@@ -186,6 +186,8 @@ class FaultProxy:
             answer = b""
             while chunk := up.recv(65536):
                 answer += chunk
+        if not answer:
+            raise ConnectionAbortedError("the server closed without answering")
         head, _, body = answer.partition(b"\r\n\r\n")
         return _closing(head) + b"\r\n\r\n" + body
 

@@ -68,7 +68,13 @@ def flush(env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "reason"), [(500, "Internal Server Error"), (503, "Service Unavailable")]
+    ("status", "reason"),
+    [
+        (500, "Internal Server Error"),
+        (503, "Service Unavailable"),
+        # Some web page, not the proxy: the message was not sent, so it is kept.
+        (200, "unexpected answer from the proxy URL"),
+    ],
 )
 def test_server_error_queues_then_flush_delivers_once(
     server: Server, tmp_path: Path, status: int, reason: str

@@ -33,3 +33,11 @@ def test_request_is_what_the_2010_client_sent() -> None:
     decoded = protocol.decode_request(protocol.encode_request(msg, b"k"))
     legacy = protocol.decode_request(expected.encode("ascii"))
     assert (decoded.msg, decoded.signature) == (legacy.msg, legacy.signature)
+
+
+def test_only_204_means_sent() -> None:
+    assert protocol.failure_for(204, "") is None
+    for status in (200, 201, 302, 404):
+        failure = protocol.failure_for(status, "OK")
+        assert failure is not None and failure.temporary, status
+        assert "unexpected answer from the proxy URL" in str(failure)

@@ -20,9 +20,11 @@ lives beside this one as its own encode/decode pair, chosen by the request.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
-from urllib.parse import parse_qsl
+import re
+from urllib.parse import unquote
 
 from gaemail.errors import (
     MessageRejected,
@@ -139,8 +141,11 @@ def decode_request(body: bytes) -> SignedMessage:
     except UnicodeDecodeError:
         raise RequestError("The form body is not URL-encoded") from None
     fields: dict[str, str] = {}
-    for name, value in parse_qsl(text, keep_blank_values=True, encoding="latin-1"):
-        fields.setdefault(name, value)
+    # parse_qsl(text, keep_blank_values=True, encoding="latin-1"), faster.
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            fields.setdefault(_unquote_plus(name), _unquote_plus(value))
     msg = fields.get(FIELD_MSG, "")
     if not msg:
         raise RequestError(REASON_NO_MESSAGE)
@@ -152,6 +157,23 @@ def decode_request(body: bytes) -> SignedMessage:
         signature=signature,
         fix_sender=bool(fields.get(FIELD_FIX_SENDER)),
     )
+
+
+# A % that does not start an escape.  A pattern, compiled on first use: clients
+# import this module on every start and never decode requests.
+_BAD_ESCAPE = r"%(?![0-9A-Fa-f]{2})"
+
+
+def _unquote_plus(text: str) -> str:
+    """unquote_plus(text, encoding="latin-1") for ASCII text, in C when every % is %XX."""
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    if "=" in text or re.search(_BAD_ESCAPE, text):
+        return unquote(text, encoding="latin-1")
+    # The quoted-printable decoder reads =XX as unquote reads %XX, and nothing
+    # else differs once the text has no = of its own: ~5x faster on a message.
+    return binascii.a2b_qp(text.replace("%", "=")).decode("latin-1")
 
 
 def answer_reason(body: str, phrase: str) -> str:
@@ -166,8 +188,8 @@ def failure_for(status: int, reason: str, kind: str | None = None) -> MessageSen
     `kind` is the X-Gaemail-Error header; without it (an older proxy) the 2010
     reason text still tells a bad signature from a refused message.
     """
-    if status in (SENT, OK):
-        return None
+    if status == SENT:
+        return None  # only 204: a URL that reaches some web page answers 200
     reason = " ".join(reason.split()) or f"the proxy answered HTTP {status}"
     if status == BAD_REQUEST:
         if kind == KIND_SIGNATURE or (kind is None and reason == REASON_BAD_SIGNATURE):
@@ -177,6 +199,6 @@ def failure_for(status: int, reason: str, kind: str | None = None) -> MessageSen
         return MessageRejected(reason, status)
     if 500 <= status < 600 or status in (408, 429):
         return TemporaryFailure(reason, status)
-    # A redirect, 404 or 405 means the URL points somewhere that is not the proxy.
+    # A 200, a redirect, 404 or 405 means the URL points somewhere that is not the proxy.
     # The message is fine; keep it (queued, or deferred by Exim) until the setting is.
     return TemporaryFailure(f"unexpected answer from the proxy URL ({reason})", status)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Callable
+from email import policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 
@@ -10,8 +13,14 @@ import pytest
 from google.appengine.api import mail
 
 from gaemail import protocol
+from gaemail.server.headers import decoded_header
 from gaemail.server.refusals import MessageRefused
-from gaemail.server.translate import translate_message
+from gaemail.server.translate import (
+    Translation,
+    _parse_plain,
+    translate_message,
+    translate_modern,
+)
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) + b"\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(64)
@@ -217,3 +226,258 @@ def test_eight_bit_body_without_charset_is_read_as_utf8_else_latin1() -> None:
     raw = b"From: a@example.com\nTo: b@example.com\nContent-Type: text/plain\n\n"
     assert translate_message(raw + utf8.encode()).fields["body"] == utf8
     assert translate_message(raw + "Grüße\n".encode("latin-1")).fields["body"] == "Grüße\n"
+
+
+# ---------------------------------------------------------------------------
+# Two readings, one answer.  Most messages are read with compat32 and decode
+# only the headers the Mail API takes (fast); the rest with email.policy.default
+# throughout (translate_modern, the reference).  Both must always agree.
+# ---------------------------------------------------------------------------
+
+CRON = (
+    b"From: root@web1.example.com (Cron Daemon)\nTo: ops@example.com\n"
+    b"Subject: Cron <root@web1> /usr/local/sbin/nightly-backup --verbose\n"
+    b"MIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\n"
+    b"Content-Transfer-Encoding: 8bit\nX-Cron-Env: <SHELL=/bin/sh>\n\n"
+    b"backup done\n"
+)
+
+
+def _outcome(translate: Callable[..., Translation], raw: bytes, fallback: str | None) -> object:
+    """What a translation gives, comparable: fields (attachments as tuples) or the refusal."""
+    try:
+        translation = translate(raw, fallback_sender=fallback)
+    except MessageRefused as refusal:
+        return ("refused", str(refusal))
+    fields: dict[str, object] = dict(translation.fields)
+    if "attachments" in fields:
+        fields["attachments"] = [
+            (a.filename, a.payload, a.content_id) for a in translation.fields["attachments"]
+        ]
+    return ("sent", fields, translation.message_id)
+
+
+def _assert_same_reading(raw: bytes, fallback: str | None = None) -> None:
+    assert _outcome(translate_message, raw, fallback) == _outcome(translate_modern, raw, fallback)
+
+
+def _multipart(*parts: bytes, subtype: str = "mixed", boundary: str = "b0") -> bytes:
+    body = b"".join(b"--" + boundary.encode() + b"\n" + part + b"\n" for part in parts)
+    head = f"Content-Type: multipart/{subtype}; boundary={boundary}\n\n".encode()
+    return head + body + b"--" + boundary.encode() + b"--\n"
+
+
+PLAIN_MESSAGES = {
+    "cron": CRON,
+    "crlf": CRON.replace(b"\n", b"\r\n"),
+    "no content type": b"From: a@x.com\nTo: b@x.com\n\n8-bit \xc3\xa9 body\n",
+    "folded headers": (
+        b"From: Sender Name\n <s@x.com>\nTo: a@x.com,\n\tb@x.com\nSubject: one\n two\n"
+        b'Content-Type: text/plain;\n charset="utf-8"; format=flowed\n\nbody\n'
+    ),
+    "comma lists": (
+        b'From: s@x.com\nTo: "Doe, John" <j@x.com>, k@x.com\nTo: l@x.com\n'
+        b"Cc: A B <a@x.com>, <c@x.com>, d@x.com (Dee)\nBcc: e@x.com\n\nbody\n"
+    ),
+    "quoted-printable": (
+        b"From: s@x.com\nTo: t@x.com\nContent-Type: text/plain; charset=iso-8859-1\n"
+        b"Content-Transfer-Encoding: quoted-printable\n\nGr=FC=DFe\n"
+    ),
+    "alternative with attachment": b"From: s@x.com\nTo: t@x.com\nMessage-ID: <1.2@x.com>\n"
+    + _multipart(
+        _multipart(
+            b"Content-Type: text/plain; charset=utf-8\n\ntext\n",
+            b"Content-Type: text/html; charset=utf-8\n\n<p>html</p>\n",
+            subtype="alternative",
+            boundary="b1",
+        ),
+        b'Content-Type: application/pdf; name="r.pdf"\nContent-Transfer-Encoding: base64\n'
+        b'Content-Disposition: attachment; filename="report 1.pdf"\n\nJVBERi0xLjQK\n',
+        b"Content-Type: image/png\nContent-ID: <logo@x.com>\nContent-Transfer-Encoding: base64\n"
+        b"\niVBORw0KGgo=\n",
+    ),
+    "related": b"From: s@x.com\nTo: t@x.com\n"
+    + _multipart(
+        b"Content-Type: text/html\n\n<img src=cid:i>\n",
+        b"Content-Type: image/gif\nContent-ID: <i>\n\nGIF89a\n",
+        subtype="related",
+    ),
+    "text attachment is not the body": b"From: s@x.com\nTo: t@x.com\n"
+    + _multipart(
+        b"Content-Type: text/plain\nContent-Disposition: attachment; filename=log.txt\n\nlog\n",
+        b"Content-Type: text/plain\n\nthe body\n",
+    ),
+    "unknown charset": b"From: s@x.com\nTo: t@x.com\nContent-Type: text/plain; charset=x-no\n\nb\n",
+    "no boundary": b"From: s@x.com\nTo: t@x.com\nContent-Type: multipart/mixed\n\nb\n",
+    "no recipients": b"From: s@x.com\nSubject: x\n\nb\n",
+    "whitelisted headers": (
+        b"From: s@x.com\nTo: t@x.com\nlist-unsubscribe: <mailto:u@x.com>\nLIST-ID: News <n.x.com>\n"
+        b"References: <0@x.com>\n <1@x.com>\nAuto-Submitted: auto-generated\nList-Id: second\n"
+        b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\nResent-From: r@x.com\n\nb\n"
+    ),
+}
+
+MODERN_MESSAGES = {
+    "rfc 2231 filename": b"From: s@x.com\nTo: t@x.com\n"
+    + _multipart(
+        b"Content-Type: text/plain\n\nbody\n",
+        b"Content-Type: application/pdf\n"
+        b"Content-Disposition: attachment; filename*=utf-8''Gr%C3%BC%C3%9Fe.pdf\n\n%PDF\n",
+    ),
+    "encoded-word filename": b"From: s@x.com\nTo: t@x.com\n"
+    + _multipart(
+        b"Content-Type: text/plain\n\nbody\n",
+        b'Content-Type: application/pdf\nContent-Disposition: attachment; filename="=?utf-8?q?'
+        b'Gr=C3=BC=C3=9Fe?=.pdf"\n\n%PDF\n',
+    ),
+    "comment in content type": (
+        b"From: s@x.com\nTo: t@x.com\nContent-Type: text/plain; charset=utf-8 (yes)\n\nb\n"
+    ),
+    "8-bit content type": b"From: s@x.com\nTo: t@x.com\nContent-Type: text/plain; name=\xe9\n\nb\n",
+    "enclosed message": b"From: s@x.com\nTo: t@x.com\n"
+    + _multipart(
+        b"Content-Type: text/plain\n\nsee below\n",
+        b"Content-Type: message/rfc822\n\nFrom: x@y.com\nSubject: inner\n\ninner body\n",
+    ),
+    "related with start": b"From: s@x.com\nTo: t@x.com\n"
+    + _multipart(
+        b"Content-Type: text/plain\nContent-ID: <a>\n\nfirst\n",
+        b"Content-Type: text/html\nContent-ID: <b>\n\n<p>second</p>\n",
+        subtype='related; start="<b>"',
+    ),
+}
+
+ODD_HEADERS = {
+    # Encoded words, 8-bit bytes, groups, comments and quoting: decoded by the
+    # modern policy even in a message read with compat32.
+    "encoded words": "From: =?utf-8?q?J=C3=B6rg?= <j@x.com>\nSubject: =?utf-8?b?R3LDvMOfZQ==?= x\n",
+    "raw utf-8": "From: Jörg Müller <j@x.com>\nSubject: Grüße aus Köln\n",
+    "raw latin-1": "From: s@x.com\nSubject: Gr\udcfc\udcdfe\nTo: M\udcfcller <m@x.com>\n",
+    "groups": "From: s@x.com\nCc: team: a@x.com, b@x.com;\nBcc: undisclosed-recipients:;\n",
+    "comments and quotes": (
+        'From: "a\\"b" <ab@x.com> (c)\nReply-To: (c) r@x.com\nCc: "J. Q." <jq@x.com>\n'
+        "Cc: John Q. Public <jqp@x.com>, Name <n@x.com> (comment)\n"
+    ),
+    "odd spacing": 'From: A  B <ab@x.com>\nCc: "  spaced  " <s@x.com>, A\t<t@x.com>\n',
+    "broken lists": "From: s@x.com\nCc: a@x.com,\nBcc: ,b@x.com, bad<@x.com>, root\n",
+    "odd message ids": "From: s@x.com\nMessage-ID:  <a@b> junk\n",
+    "non-ascii address": "From: s@x.com\nCc: jöhn@x.com\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLAIN_MESSAGES))
+def test_plain_messages_are_read_plainly_with_the_same_answer(name: str) -> None:
+    raw = PLAIN_MESSAGES[name]
+    assert _parse_plain(raw) is not None
+    _assert_same_reading(raw)
+    _assert_same_reading(raw, "fallback@x.appspotmail.com")
+
+
+@pytest.mark.parametrize("name", sorted(MODERN_MESSAGES))
+def test_other_messages_are_read_with_the_modern_policy(name: str) -> None:
+    raw = MODERN_MESSAGES[name]
+    assert _parse_plain(raw) is None
+    _assert_same_reading(raw)
+
+
+@pytest.mark.parametrize("name", sorted(ODD_HEADERS))
+def test_odd_headers_read_the_same_in_a_plain_message(name: str) -> None:
+    raw = (ODD_HEADERS[name] + "To: t@x.com\n\nbody\n").encode("utf-8", "surrogateescape")
+    assert _parse_plain(raw) is not None
+    _assert_same_reading(raw)
+
+
+def test_cron_message_as_the_modern_policy_reads_it() -> None:
+    fields = translate_message(CRON).fields
+    # The comment is no display name to the modern policy: the From is the address.
+    assert fields["sender"] == "root@web1.example.com"
+    assert fields["subject"] == "Cron <root@web1> /usr/local/sbin/nightly-backup --verbose"
+    assert "headers" not in fields  # X-Cron-Env is not for the Mail API
+
+
+def test_a_broken_header_the_mail_api_never_takes_is_not_read() -> None:
+    # email.policy.default raises TypeError parsing this Sender; it is never decoded.
+    raw = b"From: s@x.com\nTo: t@x.com\nSender: @{#-   ,\t<\n\nbody\n"
+    assert translate_message(raw).fields["sender"] == "s@x.com"
+    assert translate_modern(raw).fields["sender"] == "s@x.com"
+
+
+def _random_message(rnd: random.Random) -> bytes:
+    """A message built from plain and odd pieces, for the two readings to disagree on."""
+    addresses = [
+        *("a@x.com", "Bob <b@x.org>", '"Doe, J" <j@x.com>', "r@x.com (Cron)", "<c@x.com>"),
+        *("=?utf-8?q?J=C3=B6?= <j@x.com>", "team: a@x.com;", "root", "x@[1.2.3.4]", ""),
+    ]
+    types = [
+        *("text/plain", "text/plain; charset=utf-8", 'text/html; charset="iso-8859-1"'),
+        *("text/plain; charset=x-no", "text/plain; charset*=utf-8''x", "image/png", "text"),
+    ]
+    encodings = ["7bit", "8bit", "base64", "quoted-printable", "Base64 ", "x-uuencode"]
+    dispositions = ["inline", "attachment", "attachment; filename=a.pdf", 'inline; filename="b c"']
+    headers = [f"From: {rnd.choice(addresses)}", f"To: {rnd.choice(addresses)}"]
+    if rnd.random() < 0.5:
+        headers.append(f"Cc: {rnd.choice(addresses)}, {rnd.choice(addresses)}")
+    headers.append(f"Subject: {rnd.choice(['x', '=?utf-8?q?=C3=A9?=', 'a  b ', ''])}")
+
+    def leaf() -> str:
+        lines = [f"Content-Type: {rnd.choice(types)}"]
+        encoding = rnd.choice(encodings)
+        lines.append(f"Content-Transfer-Encoding: {encoding}")
+        if rnd.random() < 0.4:
+            lines.append(f"Content-Disposition: {rnd.choice(dispositions)}")
+        body = "SGVsbG8K" if "64" in encoding else rnd.choice(["hi", "Gr=FC=DFe", "é"])
+        return "\n".join(lines) + "\n\n" + body + "\n"
+
+    if rnd.random() < 0.5:
+        headers.append(leaf())
+        return "\n".join(headers).encode()
+    subtype = rnd.choice(["mixed", "alternative", "related"])
+    parts = "".join(f"--B\n{leaf()}\n" for _ in range(rnd.randint(1, 3)))
+    headers.append(f"Content-Type: multipart/{subtype}; boundary=B\n\n{parts}--B--\n")
+    return "\n".join(headers).encode()
+
+
+def test_random_messages_read_the_same() -> None:
+    rnd = random.Random(2822)
+    plain = 0
+    for _ in range(400):
+        raw = _random_message(rnd)
+        plain += _parse_plain(raw) is not None
+        _assert_same_reading(raw)
+    assert plain > 100  # the plain reading was put to the test
+
+
+HEADER_VALUES = [
+    *("a@x.com", "Bob <b@x.org>", "Bob  Smith <b@x.org>", '"Doe, John" <j@x.com>'),
+    *('"John" <j@x.com>', "<c@x.com>", "root@h.example.com (Cron Daemon)", "a@x.com, b@x.com"),
+    *("a@x.com,\r\n b@x.com", "=?utf-8?q?J=C3=B6rg?= <j@x.com>", "J\udcc3\udcb6rg <j@x.com>"),
+    *("team: a@x.com, b@x.com;", "John Q. Public <j@x.com>", '"a\\"b" <a@x.com>', ""),
+    *("<1.2@x.com>", " <1@x.com>", "<1@x.com> trailing", "<a@[1.2.3.4]>", "a =?x", "tab\there"),
+    *("Cron <root@web1> /usr/bin/x --verbose", "folded\r\n line", "trailing  ", "\x00\x7f ctl"),
+]
+
+
+@pytest.mark.parametrize("name", ["From", "to", "CC", "Bcc", "Reply-To", "Subject", "Message-ID"])
+@pytest.mark.parametrize("value", HEADER_VALUES)
+def test_decoded_header_is_what_the_modern_policy_says(name: str, value: str) -> None:
+    assert decoded_header(name, value) == str(policy.default.header_fetch_parse(name, value))
+
+
+def test_random_header_values_decode_as_the_modern_policy_says() -> None:
+    rnd = random.Random(5322)
+    pieces = [
+        *("a", "b.c", "x-y", "é", "=?", "?=", "@", "<", ">", ",", ";", ":", '"', "\\", "(", ")"),
+        *(" ", "  ", "\t", "\r\n ", ".", "[", "]", "!#$%&'*+/=?^_`{|}~", "Na me", "@x.com"),
+    ]
+    for _ in range(3000):
+        value = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12)))
+        name = rnd.choice(["From", "To", "Subject", "Message-ID", "List-Id"])
+        try:
+            want: object = str(policy.default.header_fetch_parse(name, value))
+        except Exception as exc:  # the policy's own parser fails on some junk
+            want = type(exc)
+        try:
+            got: object = decoded_header(name, value)
+        except Exception as exc:
+            got = type(exc)
+        assert got == want, (name, value)

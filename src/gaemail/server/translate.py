@@ -3,21 +3,32 @@
 The SDK's own parser (`EmailMessage(mime_message=...)`) drops the headers the
 API allows and garbles 8-bit bodies, so the message is parsed here with the
 standard library and each field handed over already decoded.
+
+What a header or a part means is what `email.policy.default` says.  That policy
+parses a header into a token tree every time it is read, which made it most of
+the proxy's work, so a message whose MIME headers are all plain (tokens and
+quoted strings, as nearly all mail has) is parsed with compat32, which keeps
+headers as raw strings, and only the headers the Mail API takes are decoded, by
+`decoded_header`.  Any other message is read with the modern policy throughout.
+tests/test_translate.py checks that both readings give the same translation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import errors, policy
-from email.message import Message, MIMEPart
+from email.contentmanager import raw_data_manager
+from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import formataddr, getaddresses
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from google.appengine.api import mail
 
 from gaemail import protocol
+from gaemail.server.headers import decoded_header
 from gaemail.server.refusals import MessageRefused
 
 # The SDK checks header names case-sensitively against its whitelist.
@@ -84,9 +95,42 @@ def translate_message(raw: bytes, *, fallback_sender: str | None = None) -> Tran
 
     `fallback_sender` is used when the message has no From.
     """
-    msg = parse_message(raw)
-    fields = MailFields(sender=_sender(msg, fallback_sender))
-    to, cc, bcc = (_addresses(msg, header) for header in ("To", "Cc", "Bcc"))
+    plain = _parse_plain(raw)
+    if plain is None:
+        return translate_modern(raw, fallback_sender=fallback_sender)
+    return _translate(plain, PLAIN, fallback_sender)
+
+
+def translate_modern(raw: bytes, *, fallback_sender: str | None = None) -> Translation:
+    """translate_message's answer, reading `raw` with the modern policy alone: the reference."""
+    return _translate(BytesParser(policy=policy.default).parsebytes(raw), MODERN, fallback_sender)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a parsed message is read: what a header says, which part is a body."""
+
+    decode: Callable[[str, str], str]  # (name, raw value) -> str() of the modern header
+    body: Callable[[Message, str], Message | None]  # (message, "plain"/"html") -> part
+
+
+def _modern_decode(name: str, raw: str) -> str:
+    return str(policy.default.header_fetch_parse(name, raw))
+
+
+def _modern_body(msg: Message, subtype: str) -> Message | None:
+    assert isinstance(msg, EmailMessage)
+    return msg.get_body((subtype,))
+
+
+# For messages parsed with email.policy.default, which can mean anything.
+MODERN = Reading(_modern_decode, _modern_body)
+
+
+def _translate(msg: Message, reading: Reading, fallback_sender: str | None) -> Translation:
+    _check_structure(msg)
+    fields = MailFields(sender=_sender(msg, reading, fallback_sender))
+    to, cc, bcc = (_addresses(msg, reading, header) for header in ("To", "Cc", "Bcc"))
     if not (to or cc or bcc):
         raise MessageRefused("No recipients: the message has no To, Cc or Bcc address")
     # The SDK refuses empty lists, so a field is either filled or absent.
@@ -96,29 +140,29 @@ def translate_message(raw: bytes, *, fallback_sender: str | None = None) -> Tran
         fields["cc"] = cc
     if bcc:
         fields["bcc"] = bcc
-    reply_to = _addresses(msg, "Reply-To")
+    reply_to = _addresses(msg, reading, "Reply-To")
     if reply_to:
         fields["reply_to"] = ", ".join(reply_to)
-    if "Subject" in msg:
-        fields["subject"] = str(msg["Subject"])
-    _add_contents(fields, msg)
-    headers = _allowed_headers(msg)
+    subjects = _header_values(msg, reading, "Subject")
+    if subjects:
+        fields["subject"] = subjects[0]
+    _add_contents(fields, msg, reading)
+    headers = _allowed_headers(msg, reading)
     if headers:
         fields["headers"] = headers
-    message_id = str(msg.get("Message-ID", "")).strip()
+    message_ids = _header_values(msg, reading, "Message-ID")
+    message_id = message_ids[0].strip() if message_ids else ""
     return Translation(fields, message_id or None)
 
 
-def parse_message(raw: bytes) -> MIMEPart:
-    """`raw` parsed with the modern policy; raises MessageRefused for a broken structure."""
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+def _check_structure(msg: Message) -> None:
+    """Raises MessageRefused for a message whose structure is broken."""
     if not msg.keys():
         raise MessageRefused("Cannot parse the message: it has no header section")
     for part in _parts(msg):
         for defect in part.defects:
             if isinstance(defect, _FATAL_DEFECTS):
                 raise MessageRefused(f"Cannot parse the message: {_describe_defect(defect)}")
-    return msg
 
 
 def _describe_defect(defect: errors.MessageDefect) -> str:
@@ -127,16 +171,27 @@ def _describe_defect(defect: errors.MessageDefect) -> str:
     return str(defect) or type(defect).__name__
 
 
-def _parts(part: MIMEPart) -> Iterator[MIMEPart]:
+def _parts(part: Message) -> Iterator[Message]:
     """`part` and everything inside it, not descending into enclosed messages."""
     yield part
     if part.get_content_maintype() == "multipart" and part.is_multipart():
-        for subpart in part.iter_parts():
+        for subpart in _subparts(part):
             yield from _parts(subpart)
 
 
-def _sender(msg: MIMEPart, fallback: str | None) -> str:
-    senders = _addresses(msg, "From")
+def _subparts(part: Message) -> list[Message]:
+    """The parts of a multipart, as EmailMessage.iter_parts() gives them."""
+    return cast("list[Message]", part.get_payload()) if part.is_multipart() else []
+
+
+def _header_values(msg: Message, reading: Reading, name: str) -> list[str]:
+    """Every `name` field of `msg`, decoded: [str(v) for v in msg.get_all(name)]."""
+    key = name.lower()
+    return [reading.decode(field, raw) for field, raw in msg.raw_items() if field.lower() == key]
+
+
+def _sender(msg: Message, reading: Reading, fallback: str | None) -> str:
+    senders = _addresses(msg, reading, "From")
     if senders:
         return senders[0]
     if fallback:
@@ -144,32 +199,37 @@ def _sender(msg: MIMEPart, fallback: str | None) -> str:
     raise MessageRefused(protocol.REASON_NO_SENDER)
 
 
-def _addresses(msg: MIMEPart, header: str) -> list[str]:
+def _addresses(msg: Message, reading: Reading, header: str) -> list[str]:
     """Each address in every `header` field, formatted on its own.
 
     The SDK splits a string of addresses at every comma, so a display name such
     as "Doe, John" must reach it as one list item.
     """
-    values = [str(value) for value in msg.get_all(header, [])]
+    values = _header_values(msg, reading, header)
     try:
         return [formataddr(pair) for pair in getaddresses(values) if pair[1]]
     except UnicodeEncodeError:
         raise MessageRefused(f"{header}: the Mail API takes ASCII addresses only") from None
 
 
-def _allowed_headers(msg: MIMEPart) -> dict[str, str]:
-    """The headers the Mail API accepts, in its spelling; the first of each wins."""
+def _allowed_headers(msg: Message, reading: Reading) -> dict[str, str]:
+    """The headers the Mail API accepts, in its spelling; the first of each wins.
+
+    Only those are decoded: the rest never reach the Mail API.
+    """
     headers: dict[str, str] = {}
-    for name, value in msg.items():
+    for name, raw in msg.raw_items():
         canonical = _ALLOWED_HEADERS.get(name.lower())
-        if canonical and canonical not in headers and str(value):
-            headers[canonical] = str(value)
+        if canonical and canonical not in headers:
+            value = reading.decode(name, raw)
+            if value:
+                headers[canonical] = value
     return headers
 
 
-def _add_contents(fields: MailFields, msg: MIMEPart) -> None:
-    text_part = msg.get_body(("plain",))
-    html_part = msg.get_body(("html",))
+def _add_contents(fields: MailFields, msg: Message, reading: Reading) -> None:
+    text_part = reading.body(msg, "plain")
+    html_part = reading.body(msg, "html")
     body = _text(text_part) if text_part is not None else None
     html = _text(html_part) if html_part is not None else None
     if body is None and not html:
@@ -179,12 +239,12 @@ def _add_contents(fields: MailFields, msg: MIMEPart) -> None:
     if html:
         fields["html"] = html
     bodies = [part for part in (text_part, html_part) if part is not None]
-    attachments = _attachments(msg, bodies)
+    attachments = _attachments(msg, reading, bodies)
     if attachments:
         fields["attachments"] = attachments
 
 
-def _text(part: MIMEPart) -> str:
+def _text(part: Message) -> str:
     if part.get_content_charset() is None:
         # No charset (mailutils, many scripts): RFC 2045 says ASCII, but an 8-bit
         # body is UTF-8 far more often than not, and latin-1 never fails.
@@ -195,14 +255,15 @@ def _text(part: MIMEPart) -> str:
             except UnicodeDecodeError:
                 return raw.decode("latin-1")
     try:
-        content = part.get_content()
+        # What EmailMessage.get_content() does, for either kind of message.
+        content = raw_data_manager.get_content(part)
     except LookupError:
         charset = part.get_content_charset()
         raise MessageRefused(f"Unknown charset {charset!r} in a text part") from None
     return str(content)
 
 
-def _attachments(msg: MIMEPart, bodies: list[MIMEPart]) -> list[Any]:
+def _attachments(msg: Message, reading: Reading, bodies: list[Message]) -> list[Any]:
     attachments: list[Any] = []
     for part in _parts(msg):
         if part.is_multipart() and part.get_content_maintype() == "multipart":
@@ -210,12 +271,13 @@ def _attachments(msg: MIMEPart, bodies: list[MIMEPart]) -> list[Any]:
         if any(part is body for body in bodies):
             continue
         filename = part.get_filename() or _default_filename(part, len(attachments) + 1)
-        content_id = str(part.get("Content-ID", "")).strip() or None
-        attachments.append(mail.Attachment(filename, _data(part), content_id=content_id))
+        content_ids = _header_values(part, reading, "Content-ID")
+        content_id = content_ids[0].strip() if content_ids else ""
+        attachments.append(mail.Attachment(filename, _data(part), content_id=content_id or None))
     return attachments
 
 
-def _default_filename(part: MIMEPart, number: int) -> str:
+def _default_filename(part: Message, number: int) -> str:
     """A name for an unnamed part: the Mail API derives the MIME type from it."""
     content_type = part.get_content_type()
     extension = _EXTENSIONS.get(content_type)
@@ -227,8 +289,72 @@ def _default_filename(part: MIMEPart, number: int) -> str:
     return f"attachment{number}.{extension}"
 
 
-def _data(part: MIMEPart) -> bytes:
+def _data(part: Message) -> bytes:
     if part.is_multipart():  # message/rfc822 and kin: the enclosed message itself
         return b"".join(m.as_bytes() for m in part.get_payload() if isinstance(m, Message))
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
+
+
+# --- The plain reading: compat32, for messages whose MIME headers are plain. ---
+
+# An RFC 2045 token; parameter names without "*", so RFC 2231 forms go to the
+# modern reading, as do comments, encoded words and 8-bit bytes.
+_WORD = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_ATTRIBUTE = r"[!#$%&'+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"[ !#-\[\]-~]*"'
+_WS = r"[ \t\r\n]*"
+_PARAMS = rf"(?:{_WS};{_WS}{_ATTRIBUTE}{_WS}={_WS}(?:{_WORD}|{_QUOTED}))*{_WS}"
+_PLAIN_MIME_HEADERS = {
+    "content-type": re.compile(rf"{_WS}{_WORD}/{_WORD}{_PARAMS}"),
+    "content-disposition": re.compile(rf"{_WS}{_WORD}{_PARAMS}"),
+    "content-transfer-encoding": re.compile(rf"{_WS}{_WORD}{_WS}"),
+}
+
+
+def _parse_plain(raw: bytes) -> Message | None:
+    """`raw` parsed with compat32 when every part's MIME headers are plain, else None.
+
+    With plain MIME headers, compat32 and the modern policy take every decision
+    of the parse (content types, boundaries) alike, so both build the same tree.
+    """
+    try:
+        msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+    except Exception:  # whatever failed here, the modern reading decides
+        return None
+    for part in msg.walk():
+        for name, value in part.raw_items():
+            pattern = _PLAIN_MIME_HEADERS.get(name.lower())
+            if pattern is not None and (not pattern.fullmatch(value) or "=?" in value):
+                return None  # "=?": the modern policy decodes encoded words in parameters
+        if part.get_content_maintype() == "message":
+            return None  # enclosed messages are written back with the modern policy
+        if part.get_content_type() == "multipart/related" and part.get_param("start"):
+            return None
+    return msg
+
+
+def _plain_body(msg: Message, subtype: str) -> Message | None:
+    """EmailMessage.get_body((subtype,)) for a message from _parse_plain."""
+    return next(_plain_bodies(msg, msg, subtype), None)
+
+
+def _plain_bodies(root: Message, part: Message, subtype: str) -> Iterator[Message]:
+    # email.message.MIMEPart._find_body, for one preferred subtype.
+    if part.get_content_disposition() == "attachment":
+        return
+    maintype, part_subtype = part.get_content_type().split("/")
+    if maintype == "text":
+        if part_subtype == subtype:
+            yield part
+        return
+    if maintype != "multipart" or not root.is_multipart():
+        return
+    subparts = _subparts(part)
+    if part_subtype == "related":
+        subparts = subparts[:1]  # its root part: no start parameter names another
+    for subpart in subparts:
+        yield from _plain_bodies(root, subpart, subtype)
+
+
+PLAIN = Reading(decoded_header, _plain_body)

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import email
 import os
+import random
+import sys
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from email import policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from google.appengine.api import mail
 from werkzeug.serving import make_server
 
 from gaemail import protocol
-from gaemail.server.local import create_local_app
+from gaemail.server import flatten
+from gaemail.server.local import create_local_app, outbox_message
 from gaemail.server.outbox import Maildir
 
 if TYPE_CHECKING:
@@ -172,7 +177,7 @@ def test_5mb_attachment_arrives_byte_exact_over_http(
 
 
 def test_each_concurrent_request_labels_its_own_delivery(server_url: str, outbox_dir: Path) -> None:
-    # The label travels handler thread -> SDK thread pool by ContextVar; concurrent
+    # The label travels from the handler to the stub by ContextVar; concurrent
     # requests on a threaded server must not see each other's.
     def send(n: int) -> None:
         raw = (
@@ -194,3 +199,96 @@ def test_each_concurrent_request_labels_its_own_delivery(server_url: str, outbox
 
 def test_http_refusals_reach_the_client(server_url: str, plain_message: EmailMessage) -> None:
     assert _http_post(server_url, plain_message.as_bytes(), b"wrong") == protocol.BAD_REQUEST
+
+
+# -- writing the outbox file: flatten.as_bytes is Message.as_bytes, faster -------
+
+LONG = "A Very Long Display Name That Goes On <long.address@example.org>"
+OUTBOX_SHAPES: dict[str, dict[str, object]] = {
+    "plain": {"to": ["t@example.org"], "subject": "Hi", "body": "Hello.\n"},
+    "non-ascii": {
+        "to": ["=?utf-8?b?SsO2cmc=?= <j@example.org>"],
+        "subject": "Grüße aus Köln, 世界",
+        "body": "Grüße\r\nline two\rline three\n",
+    },
+    "long headers": {
+        "to": [LONG] * 3,
+        "cc": [f"c{n}@example.org" for n in range(30)],
+        "bcc": ["b@example.org"],
+        "reply_to": LONG,
+        "subject": "word " * 40 + " two  spaces and a trailing one ",
+        "body": "x" * 2000,
+        "headers": {"References": " ".join(f"<{n}@example.org>" for n in range(20))},
+    },
+    "html and attachments": {
+        "to": ["t@example.org"],
+        "body": "text",
+        "html": "<p>html</p>",
+        "attachments": [
+            mail.Attachment("report.pdf", bytes(range(256)) * 4),
+            mail.Attachment("notes.txt", b"plain text\n"),
+            mail.Attachment("logo.png", b"\x89PNG", content_id="<logo@example.org>"),
+        ],
+        "headers": {"List-Unsubscribe": "<mailto:u@example.org>", "Auto-Submitted": "auto"},
+    },
+}
+
+
+def _outbox_message(shape: str, message_id: str | None = "<1@example.org>") -> Message:
+    fields = {"sender": "Sender <s@example.com>", **OUTBOX_SHAPES[shape]}
+    request = mail.EmailMessage(**fields).ToProto()
+    return outbox_message(request, message_id)
+
+
+@pytest.mark.parametrize("shape", sorted(OUTBOX_SHAPES))
+def test_outbox_bytes_are_what_as_bytes_writes(shape: str) -> None:
+    msg = _outbox_message(shape)
+    for n, part in enumerate(msg.walk()):
+        if part.is_multipart():
+            part.set_boundary(f"boundary-{n}")  # else each write draws its own
+    assert flatten.as_bytes(copy.deepcopy(msg)) == msg.as_bytes()
+
+
+def test_outbox_bytes_draw_a_boundary_as_the_generator_does() -> None:
+    data = flatten.as_bytes(_outbox_message("html and attachments"))
+    parsed = email.message_from_bytes(data, policy=policy.default)
+    boundary = parsed.get_boundary()
+    assert boundary is not None
+    assert boundary.startswith("=" * 15)
+    assert boundary.endswith("==")
+
+
+def test_a_boundary_that_is_in_the_text_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(random, "randrange", lambda _: 42)
+    taken = "=" * 15 + f"{42:0{len(repr(sys.maxsize - 1))}d}" + "=="
+    msg = outbox_message(
+        mail.EmailMessage(
+            sender="s@example.com", to="t@example.org", body=f"--{taken}\nnot a part\n"
+        ).ToProto(),
+        None,
+    )
+    data = flatten.as_bytes(msg)
+    assert msg.get_boundary() == taken + ".0"  # as Generator._make_boundary chooses
+    parsed = email.message_from_bytes(data, policy=policy.default)
+    body = parsed.get_body(("plain",))
+    assert body is not None
+    assert body.get_content() == f"--{taken}\nnot a part\n"
+
+
+def test_stub_calls_run_in_the_request_thread(
+    post_message: PostMessage,
+    mail_stub: OutboxMailStub,
+    plain_message: EmailMessage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Not on the SDK's thread pool: the hand-over cost ~0.3 ms per send.
+    threads: list[int] = []
+    send = type(mail_stub)._Dynamic_Send
+
+    def recording_send(self: OutboxMailStub, request: object, response: object) -> None:
+        threads.append(threading.get_ident())
+        send(self, request, response)
+
+    monkeypatch.setattr(type(mail_stub), "_Dynamic_Send", recording_send)
+    assert post_message(plain_message.as_bytes()).status_code == protocol.SENT
+    assert threads == [threading.get_ident()]

@@ -18,8 +18,9 @@ from gaemail.server.refusals import (
 from gaemail.server.translate import MailFields
 
 # The client's Message-ID, which the Mail API does not carry.  The local stub
-# reads it to label what it delivers; the SDK runs stub calls on its own thread
-# pool, but with a copy of the caller's context, so a ContextVar reaches it.
+# reads it to label what it delivers: it runs in the caller's thread, and a stub
+# the SDK runs on its thread pool gets a copy of the caller's context, so a
+# ContextVar reaches it either way.
 ORIGINAL_MESSAGE_ID: ContextVar[str | None] = ContextVar(
     "gaemail_original_message_id", default=None
 )

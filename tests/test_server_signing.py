@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
@@ -102,3 +103,67 @@ def test_body_that_is_not_url_encoded_is_refused(client: FlaskClient) -> None:
     response = client.post("/", data="msg=Grüße".encode(), content_type=protocol.CONTENT_TYPE)
     assert response.status_code == protocol.BAD_REQUEST
     assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_REQUEST
+
+
+FORM_PIECES = [
+    *("msg", "signature", "fix_sender", "=", "&", "&&", "+", "%", "%%", "%4", "%41", "%e9"),
+    *("%C3%A9", "%zz", "%3D", "%25", "a", "Z", " ", "\t", "\r\n", "=\r\n", "==", "%0A", "~.-_"),
+]
+
+
+def _parse_qsl_reading(body: bytes) -> protocol.SignedMessage | str:
+    """What decode_request answered when it used urllib's parse_qsl."""
+    fields: dict[str, str] = {}
+    for name, value in parse_qsl(body.decode("ascii"), keep_blank_values=True, encoding="latin-1"):
+        fields.setdefault(name, value)
+    if not fields.get("msg"):
+        return protocol.REASON_NO_MESSAGE
+    if not fields.get("signature"):
+        return protocol.REASON_NO_SIGNATURE
+    return protocol.SignedMessage(
+        fields["msg"].encode("latin-1"), fields["signature"], bool(fields.get("fix_sender"))
+    )
+
+
+def _decoded(body: bytes) -> object:
+    try:
+        signed = protocol.decode_request(body)
+    except protocol.RequestError as exc:
+        return str(exc)
+    return (signed.msg, signed.signature, signed.fix_sender)
+
+
+def _expected(body: bytes) -> object:
+    signed = _parse_qsl_reading(body)
+    if isinstance(signed, str):
+        return signed
+    return (signed.msg, signed.signature, signed.fix_sender)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"msg=a%3Db%25c%zz%4&signature=x%2B%2b+y&fix_sender=",
+        b"msg=%e9%E9%c3%a9+%0D%0A&signature=s&msg=second&fix_sender=1",
+        b"msg=raw=equals%41&signature=s",
+        b"&&msg=%%41%&signature=%&junk",
+        b"signature=s&msg",
+        b"msg=a%0&signature=%",
+    ],
+)
+def test_form_fields_decode_as_parse_qsl_decodes_them(body: bytes) -> None:
+    assert _decoded(body) == _expected(body)
+
+
+def test_random_form_bodies_decode_as_parse_qsl_decodes_them() -> None:
+    rnd = random.Random(1866)
+    for _ in range(3000):
+        body = "".join(rnd.choice(FORM_PIECES) for _ in range(rnd.randint(0, 16))).encode()
+        assert _decoded(body) == _expected(body), body
+
+
+def test_every_byte_survives_encoding_and_decoding() -> None:
+    msg = bytes(range(256)) * 3
+    signed = protocol.decode_request(protocol.encode_request(msg, b"k"))
+    assert signed.msg == msg
+    assert protocol.verify([b"k"], signed.msg, signed.signature)

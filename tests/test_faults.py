@@ -157,7 +157,15 @@ def test_lost_exchange_queues_then_flush_delivers_once(
 
 
 @pytest.mark.parametrize(
-    "behaviour", ["status 503", "hang", "forward-then-hang", "reset", "forward-then-reset"]
+    "behaviour",
+    [
+        "status 503",
+        "hang",
+        "forward-then-hang",
+        "reset",
+        "forward-then-reset",
+        "forward-then-trickle",
+    ],
 )
 def test_flush_through_a_failing_proxy_keeps_then_delivers_once(
     server: Server, tmp_path: Path, behaviour: str
@@ -165,7 +173,8 @@ def test_flush_through_a_failing_proxy_keeps_then_delivers_once(
     queue = tmp_path / "queue"
     env = gmail_env(server.envdir, queue)
     acknowledged = queue_messages(env, 3)
-    with FaultProxy(server.port, [behaviour] * 3) as proxy:
+    # A trickled answer comes a byte every 0.2 s: no read waits, the whole takes 30 s.
+    with FaultProxy(server.port, [behaviour] * 3, delay=0.2) as proxy:
         env = {**env, "GMAIL_PROXY_URL": proxy.url, "GMAIL_TIMEOUT": TIMEOUT}
         flush(env)  # every attempt fails: the messages stay queued
         proxy.wait_settled()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import Counter
@@ -11,7 +12,7 @@ from gaemail.spool import Spool, age_text, default_queue_dir, now
 
 TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from typing import TextIO
 
     from gaemail.config import Settings
@@ -39,16 +40,46 @@ def can_deliver(settings: Settings) -> bool:
 
 
 def one_shot_sender(settings: Settings) -> SendFn:
-    """Sends with a fresh http.client connection: right for one message."""
+    """Sends each message on a connection of its own: right for one message."""
     from gaemail import transport
 
     endpoint = transport.Endpoint.parse(settings.require("url").value)
     secret, timeout = settings.secret_key(), settings.timeout()
 
     def send(data: bytes, fix_sender: bool) -> None:
-        transport.send(endpoint, data, secret, fix_sender=fix_sender, timeout=timeout)
+        connection = transport.Connection(endpoint, timeout)
+        try:
+            transport.send(connection, data, secret, fix_sender=fix_sender)
+        finally:
+            connection.close()
 
     return send
+
+
+@contextlib.contextmanager
+def kept_sender(settings: Settings) -> Iterator[SendFn]:
+    """Sends over one kept-open connection per thread: right for a flush."""
+    import threading
+
+    from gaemail import transport
+
+    endpoint = transport.Endpoint.parse(settings.require("url").value)
+    secret, timeout = settings.secret_key(), settings.timeout()
+    mine = threading.local()
+    opened: list[transport.Connection] = []
+
+    def send(data: bytes, fix_sender: bool) -> None:
+        connection = getattr(mine, "connection", None)
+        if connection is None:
+            connection = mine.connection = transport.Connection(endpoint, timeout)
+            opened.append(connection)  # list.append is atomic
+        transport.send(connection, data, secret, fix_sender=fix_sender)
+
+    try:
+        yield send
+    finally:
+        for connection in opened:
+            connection.close()
 
 
 def flush(
@@ -65,14 +96,12 @@ def flush(
     if not ids:
         return Counter()
     spool.clean_tmp(now())
-    from gaemail.client import GmailProxy  # keep-alive connections for many messages
     from gaemail.flush import Deliverer
 
-    with GmailProxy(
-        settings.secret_key(), settings.require("url").value, timeout=settings.timeout()
-    ) as proxy:
-        deliverer = Deliverer(spool, proxy.send_raw, journal, now)
-        return deliverer.run(ids, force=force, jobs=jobs, progress=progress)
+    with kept_sender(settings) as send:
+        return Deliverer(spool, send, journal, now).run(
+            ids, force=force, jobs=jobs, progress=progress
+        )
 
 
 def summary(outcomes: Counter[str]) -> str:

@@ -1,8 +1,9 @@
-"""One signed POST to the proxy with the standard library's http.client.
+"""Signed POSTs to the proxy with the standard library's http.client.
 
 gmail sends one message per process, where importing httpx and building its
 client would cost more than the whole send (see bench/); http.client does it with
-what the interpreter has already loaded.
+what the interpreter has already loaded.  A flush keeps one connection open per
+worker thread, and every exchange has a deadline, which httpx cannot give.
 """
 
 from __future__ import annotations
@@ -67,53 +68,97 @@ class Endpoint:
         return self.url.partition("?")[0]
 
 
-def post(endpoint: Endpoint, body: bytes, timeout: float) -> Response:
-    """POST a v1 form body; network failures become TemporaryFailure.
+class Connection:
+    """Requests to the proxy over one connection, kept open between them.
 
-    `timeout` bounds the whole exchange, not only each socket read: a proxy that
-    trickles its answer a byte at a time is cut off when the time is up.
+    `timeout` bounds each whole exchange, not only each socket read: a proxy that
+    trickles its answer a byte at a time is cut off when the time is up.  One
+    Connection serves one thread at a time.
     """
-    import threading
 
-    connection: http.client.HTTPConnection
-    if endpoint.scheme == "https":
-        import ssl  # only https pays for it
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._http: http.client.HTTPConnection | None = None
 
-        connection = http.client.HTTPSConnection(
-            endpoint.host, endpoint.port, timeout=timeout, context=ssl.create_default_context()
-        )
-    else:
-        connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
-    expired = threading.Event()
+    def post(self, body: bytes) -> Response:
+        """POST a v1 form body; network failures become TemporaryFailure.
 
-    def cut_off() -> None:
-        """The time is up: end the exchange, so a blocked read returns at once."""
-        expired.set()
-        sock = connection.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        A kept connection the proxy has closed meanwhile fails at once; that
+        request is made again on a new one.  Should the proxy have sent the
+        message all the same, it knows the retry by its Message-ID.
+        """
+        if self._http is not None:
+            try:
+                return self._exchange(body, kept=True)
+            except _Stale:
+                pass
+        return self._exchange(body, kept=False)
 
-    deadline = threading.Timer(timeout, cut_off)
-    deadline.daemon = True
-    deadline.start()
-    try:
-        connection.request(
-            "POST",
-            endpoint.path,
-            body=body,
-            headers={"Content-Type": protocol.CONTENT_TYPE, "User-Agent": "gaemail"},
-        )
-        answer = connection.getresponse()
-        text = answer.read(4096).decode("utf-8", "replace")
-        reason = protocol.answer_reason(text, answer.reason)
-        return Response(answer.status, reason, answer.getheader(protocol.ERROR_HEADER))
-    except (OSError, http.client.HTTPException) as exc:
-        why = "timed out" if expired.is_set() else _describe(exc)
-        raise TemporaryFailure(f"cannot reach the proxy at {endpoint.shown}: {why}") from None
-    finally:
-        deadline.cancel()
-        connection.close()
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def _open(self) -> http.client.HTTPConnection:
+        endpoint, timeout = self.endpoint, self.timeout
+        if endpoint.scheme == "https":
+            import ssl  # only https pays for it
+
+            return http.client.HTTPSConnection(
+                endpoint.host, endpoint.port, timeout=timeout, context=ssl.create_default_context()
+            )
+        return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
+
+    def _exchange(self, body: bytes, kept: bool) -> Response:
+        import threading
+
+        if self._http is None:
+            self._http = self._open()
+        connection = self._http
+        expired = threading.Event()
+
+        def cut_off() -> None:
+            """The time is up: end the exchange, so a blocked read returns at once."""
+            expired.set()
+            sock = connection.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        deadline = threading.Timer(self.timeout, cut_off)
+        deadline.daemon = True
+        deadline.start()
+        try:
+            connection.request(
+                "POST",
+                self.endpoint.path,
+                body=body,
+                headers={"Content-Type": protocol.CONTENT_TYPE, "User-Agent": "gaemail"},
+            )
+            answer = connection.getresponse()
+            text = answer.read().decode("utf-8", "replace")  # all of it, to reuse the connection
+            if answer.will_close:
+                self.close()
+            reason = protocol.answer_reason(text, answer.reason)
+            return Response(answer.status, reason, answer.getheader(protocol.ERROR_HEADER))
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            if kept and not expired.is_set() and isinstance(exc, _CLOSED_BY_PEER):
+                raise _Stale from None
+            why = "timed out" if expired.is_set() else _describe(exc)
+            raise TemporaryFailure(
+                f"cannot reach the proxy at {self.endpoint.shown}: {why}"
+            ) from None
+        finally:
+            deadline.cancel()
+
+
+class _Stale(Exception):
+    """The proxy had closed the kept connection before this request."""
+
+
+_CLOSED_BY_PEER = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 def _describe(exc: BaseException) -> str:
@@ -124,12 +169,9 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def send(
-    endpoint: Endpoint, msg: bytes, secret: bytes, *, fix_sender: bool, timeout: float
-) -> None:
+def send(connection: Connection, msg: bytes, secret: bytes, *, fix_sender: bool) -> None:
     """Sign and send one message; raises the MessageSendingFailure the answer means."""
-    body = protocol.encode_request(msg, secret, fix_sender=fix_sender)
-    response = post(endpoint, body, timeout)
+    response = connection.post(protocol.encode_request(msg, secret, fix_sender=fix_sender))
     failure = protocol.failure_for(response.status, response.reason, response.kind)
     if failure is not None:
         raise failure

@@ -118,6 +118,41 @@ def test_failed_delivery_leaves_nothing_behind(
     assert maildir.delivered() == []
 
 
+def test_delivery_fsyncs_the_message_then_new_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildir = Maildir(tmp_path / "box")
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    path = maildir.deliver(b"Subject: kept\n\nx\n")
+    # The file's data before the rename, new/ after it: the rename is then durable.
+    assert synced == [str(tmp_path / "box" / "tmp" / path.name), str(path.parent)]
+
+
+def test_a_failed_directory_fsync_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildir = Maildir(tmp_path / "box")
+    fsync = os.fsync
+
+    def failing_on_directories(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(5, "Input/output error")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_on_directories)
+    with pytest.raises(OSError, match="Input/output"):
+        maildir.deliver(b"Subject: not acknowledged\n\nx\n")
+    assert maildir.delivered() == []
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []
+
+
 def test_kept_messages_are_bounded(tmp_path: Path, server_config: ServerConfig) -> None:
     app = create_local_app(server_config, tmp_path / "box", keep=2)
     client = app.test_client()

@@ -1,7 +1,8 @@
 """A Maildir that receives what the local proxy would have sent.
 
 Delivery follows the Maildir protocol: write under tmp/, fsync, rename into
-new/, so a reader never sees half a message and a crash leaves none behind.
+new/, so a reader never sees half a message and a crash leaves none behind;
+then fsync new/, so that a delivered message stays delivered.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ class Maildir:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        try:
+            # The rename is on disk only once new/ is: a message the proxy has
+            # acknowledged must survive a crash.  One fsync of new/ per message.
+            _fsync_directory(final.parent)
+        except BaseException:
+            final.unlink(missing_ok=True)  # not acknowledged: the client retries
+            raise
         return final
 
     def delivered(self) -> list[Path]:
@@ -53,3 +61,11 @@ class Maildir:
         now = time.time_ns() // 1000
         seconds, micros = divmod(now, 1_000_000)
         return f"{seconds}.M{micros:06d}P{os.getpid()}Q{next(self._counter)}.{self._host}"
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -40,7 +40,7 @@ def start_proxy(bench: Workbench) -> services.Service:
         )
         secret = _first_line(Path(service.found["envdir"]) / "GMAIL_SECRET_KEY")
         kind = "gaemail serve (App Engine mail stub, Maildir outbox)"
-        bench.proxy = Proxy(service.found["url"], secret, kind)
+        bench.proxy = Proxy(service.found["url"], secret, kind, service.proc.pid)
         return service
     service = services.start(
         "receiver",

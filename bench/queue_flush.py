@@ -57,6 +57,18 @@ def flush(bench: Workbench) -> tuple[Run, float | None]:
     return run, rss
 
 
+def process_cpu_ms(pid: int | None) -> float | None:
+    """User + system CPU ms of a running process so far, from /proc; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return None
+    # After the command's ")": state is field 3, utime 14 and stime 15 (proc(5)).
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 SYNC = "gmail -t -i --no-queue"
 
 
@@ -65,7 +77,10 @@ def flush_vs_sync(bench: Workbench) -> Section:
     wait_drained(bench)
     before = outbox_count(bench)
     enqueue_s = enqueue(bench, count)
+    server_pid = bench.proxy.pid if bench.proxy else None
+    server_before = process_cpu_ms(server_pid)
     flushed, flush_rss = flush(bench)
+    server_after = process_cpu_ms(server_pid)
     after = outbox_count(bench)
     if before is not None and after is not None and after - before != count:
         raise BenchError(f"flushed {count} messages but the outbox got {after - before}")
@@ -81,6 +96,7 @@ def flush_vs_sync(bench: Workbench) -> Section:
         f"queued first with gmail -t -i -odq, untimed: {enqueue_s:.1f} s for {count:,} processes",
         f"gmail -q, whole process: {flush_ms:,.0f} ms = {count / flush_ms * 1e3:,.0f} messages/s;"
         f" {cpu_ms:,.0f} ms CPU ({cpu_ms / count:.2f} ms per message); peak RSS {_mib(flush_rss)}",
+        _server_line(server_before, server_after, count),
         f"{count:,} separate {SYNC}: {loop_ms:,.0f} ms, extrapolated as {count:,} x the mean"
         f" of {len(sample)} timed runs ({Spread.of(sample).show(1)} ms each)",
         "speedup = extrapolated loop / flush; its range uses the sample's min and max",
@@ -91,6 +107,9 @@ def flush_vs_sync(bench: Workbench) -> Section:
         "messages": count,
         "enqueue_s": enqueue_s,
         "flush": {"wall_ns": flushed.wall_ns, "cpu_ns": flushed.cpu_ns, "peak_rss_mib": flush_rss},
+        "server_cpu_ms": (
+            None if server_before is None or server_after is None else server_after - server_before
+        ),
         "sync_sample_wall_ms": sample,
         "extrapolated_loop_ms": loop_ms,
         "speedup": speedup.median,
@@ -112,6 +131,16 @@ def sync_sample(bench: Workbench) -> list[float]:
         scratch=bench.scratch,
     )
     return group.wall_ms(sync.label)
+
+
+def _server_line(before: float | None, after: float | None, count: int) -> str:
+    if before is None or after is None:
+        return "the proxy's CPU time: n/a (no /proc entry for it)"
+    cpu_ms = after - before
+    return (
+        f"the proxy (gaemail serve) during the flush: {cpu_ms:,.0f} ms CPU"
+        f" ({cpu_ms / count:.2f} ms per message)"
+    )
 
 
 def _mib(value: float | None) -> str:

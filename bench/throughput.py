@@ -195,7 +195,8 @@ def _section(
     delivered = sum(1 for _ in (outbox / "new").iterdir()) if (outbox / "new").is_dir() else 0
     section.lines.append(
         f"the gaemail app wrote {delivered:,} messages into its Maildir ({filesystem(outbox)}),"
-        " each written, fsynced and renamed before the 204, and logs one line per request"
+        " each written, fsynced, renamed into new/ and new/ fsynced before the 204, and logs"
+        " one line per request"
     )
     if any(r.non_2xx or r.socket_errors for runs in loads.values() for r in runs):
         section.lines.append("WARNING: some requests failed: see the errors column, gunicorn logs")

@@ -74,6 +74,7 @@ class Proxy:
     url: str
     secret: str
     kind: str
+    pid: int | None = None  # the server's process, for its CPU time
 
 
 @dataclass

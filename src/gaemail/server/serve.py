@@ -123,7 +123,13 @@ def write_envdir_file(path: Path, value: str) -> None:
 
 
 def listen(host: str, port: int, app: Any) -> BaseWSGIServer:
-    """A threaded werkzeug server bound to host:port (port 0: any free port)."""
+    """A threaded werkzeug server bound to host:port (port 0: any free port).
+
+    One process, a thread per connection: the SDK's memcache stub, which
+    remembers the messages already accepted, lives in this process, and a
+    retry that reached another process would be sent twice.  Threads overlap
+    one request's fsyncs with another's work (gmail -q sends 4 at once).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # Bound here, not by werkzeug, which prints its own advice and exits 1 on failure.
     try:

@@ -185,7 +185,7 @@ class Spool:
                 os.rename(tmp_path, new_path)
                 written.append(new_path)
                 try:
-                    _fsync_dir(self.dir("new"))
+                    fsync_dir(self.dir("new"))
                 except PermissionError:
                     # A drop box (mode 3733): its senders may not open new/.  The
                     # rename changed the file's inode, so fsyncing the file again
@@ -300,7 +300,7 @@ class Spool:
 
     def sync(self, area: str = "new") -> None:
         """Make the removals and renames in one area durable."""
-        _fsync_dir(self.dir(area))
+        fsync_dir(self.dir(area))
 
     def clean_tmp(self, now: float) -> int:
         """Remove tmp files abandoned by crashed writers; they were never acknowledged."""
@@ -346,7 +346,7 @@ class Claim:
         )
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.spool._state_path(self.id, "new"))
-        _fsync_dir(self.spool.dir("new"))
+        fsync_dir(self.spool.dir("new"))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -369,7 +369,8 @@ def _same_file(fd: int, path: str) -> bool:
     return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the names in a directory durable (a rename into it, an unlink)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -13,6 +13,8 @@ import socket
 import time
 from pathlib import Path
 
+from gaemail.spool import fsync_dir
+
 _SUBDIRS = ("tmp", "new", "cur")
 
 
@@ -45,7 +47,7 @@ class Maildir:
         try:
             # The rename is on disk only once new/ is: a message the proxy has
             # acknowledged must survive a crash.  One fsync of new/ per message.
-            _fsync_directory(final.parent)
+            fsync_dir(final.parent)
         except BaseException:
             final.unlink(missing_ok=True)  # not acknowledged: the client retries
             raise
@@ -61,11 +63,3 @@ class Maildir:
         now = time.time_ns() // 1000
         seconds, micros = divmod(now, 1_000_000)
         return f"{seconds}.M{micros:06d}P{os.getpid()}Q{next(self._counter)}.{self._host}"
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,3 +83,13 @@ def plain_message() -> EmailMessage:
     msg["Message-ID"] = "<test-1@example.com>"
     msg.set_content("Hello.\n")
     return msg
+
+
+@pytest.fixture
+def public() -> Iterator[Path]:
+    """A temp directory every user can traverse: cron and Exim run gmail as nobody."""
+    from integration_support import PublicDir
+
+    directory = PublicDir()
+    yield directory.path
+    directory.remove()

@@ -30,7 +30,6 @@ from integration_support import (
     WAIT,
     Account,
     Delivered,
-    PublicDir,
     Server,
     addresses,
     caller_environ,
@@ -56,13 +55,6 @@ CRON_WAIT = 75.0  # cron starts jobs at the next minute boundary
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("callers")) as s:
         yield s
-
-
-@pytest.fixture
-def public() -> Iterator[Path]:
-    directory = PublicDir()
-    yield directory.path
-    directory.remove()
 
 
 @pytest.fixture

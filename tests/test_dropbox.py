@@ -22,7 +22,6 @@ from integration_support import (
     GAEMAIL,
     GMAIL,
     Account,
-    PublicDir,
     Server,
     caller_environ,
     check_account_can_run_gmail,
@@ -42,15 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield s
 
 
-@pytest.fixture
-def public() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("making a shared queue and running gmail as nobody need root")
-    directory = PublicDir()
-    yield directory.path
-    directory.remove()
-
-
 def message(tag: str) -> bytes:
     return textwrap.dedent(
         f"""\
@@ -64,6 +54,8 @@ def message(tag: str) -> bytes:
 
 
 def make_drop_box(public: Path) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("making a shared queue and running gmail as nobody need root")
     spool = public / "spool"
     result = run(
         [str(GAEMAIL), "queue", "init", "--queue-dir", str(spool), "--user", "root"],

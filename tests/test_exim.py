@@ -34,7 +34,6 @@ from integration_support import (
     WAIT,
     Account,
     Delivered,
-    PublicDir,
     Server,
     addresses,
     caller_environ,
@@ -178,13 +177,6 @@ def debian_split_exim(public: Path, envdir: Path) -> Exim:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("exim")) as s:
         yield s
-
-
-@pytest.fixture
-def public() -> Iterator[Path]:
-    directory = PublicDir()
-    yield directory.path
-    directory.remove()
 
 
 @pytest.fixture

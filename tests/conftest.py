@@ -93,3 +93,11 @@ def public() -> Iterator[Path]:
     directory = PublicDir()
     yield directory.path
     directory.remove()
+
+
+@pytest.fixture
+def tag() -> str:
+    """A word that marks this test's messages in a shared outbox."""
+    import uuid
+
+    return f"t{uuid.uuid4().hex[:12]}"

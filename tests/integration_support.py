@@ -209,6 +209,11 @@ def _server_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GMAIL_")}
 
 
+def tagged(tag: str) -> Callable[[Delivered], bool]:
+    """Matches the delivered messages whose Subject carries `tag`."""
+    return lambda d: tag in d.subject
+
+
 @contextlib.contextmanager
 def running_server(base: Path) -> Iterator[Server]:
     server = start_server(base / "server-state", base / "outbox")

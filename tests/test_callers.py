@@ -19,8 +19,7 @@ import os
 import subprocess
 import textwrap
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +40,7 @@ from integration_support import (
     running_server,
     sendmail_link,
     stop_process,
+    tagged,
     write_envdir,
 )
 
@@ -55,16 +55,6 @@ CRON_WAIT = 75.0  # cron starts jobs at the next minute boundary
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("callers")) as s:
         yield s
-
-
-@pytest.fixture
-def tag() -> str:
-    """A word that marks this test's messages in the shared outbox."""
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
-def tagged(tag: str) -> Callable[[Delivered], bool]:
-    return lambda d: tag in d.subject
 
 
 def assert_no_bcc_header(d: Delivered) -> None:
@@ -288,6 +278,15 @@ def assert_to_cc_bcc(d: Delivered, to: str, cc: str, bcc: str) -> None:
     assert not [v for v in shown if bcc in v]
 
 
+def wait_for_greeting(server: Server, tag: str) -> Delivered:
+    """The one message a mail(1) caller sent: "Grüße TAG", UTF8_BODY, To, Cc and Bcc."""
+    (d,) = server.wait_for(tagged(tag))
+    assert_to_cc_bcc(d, "to@example.com", "cc@example.org", "hidden@example.net")
+    assert d.subject == f"Grüße {tag}"
+    assert d.text() == UTF8_BODY
+    return d
+
+
 @pytest.mark.debian
 def test_bsd_mailx_delivers_bcc_without_showing_it(server: Server, public: Path, tag: str) -> None:
     mailx = debian_program("bsd-mailx", "bsd-mailx")
@@ -312,10 +311,7 @@ def test_bsd_mailx_delivers_bcc_without_showing_it(server: Server, public: Path,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
 
-    (d,) = server.wait_for(tagged(tag))
-    assert_to_cc_bcc(d, "to@example.com", "cc@example.org", "hidden@example.net")
-    assert d.subject == f"Grüße {tag}"
-    assert d.text() == UTF8_BODY
+    wait_for_greeting(server, tag)
     assert not (Path(env["HOME"]) / "dead.letter").exists()
 
 
@@ -346,10 +342,7 @@ def test_s_nail_passes_recipients_after_double_dash(server: Server, public: Path
     )
     assert (result.returncode, result.stderr) == (0, b"")
 
-    (d,) = server.wait_for(tagged(tag))
-    assert_to_cc_bcc(d, "to@example.com", "cc@example.org", "hidden@example.net")
-    assert d.subject == f"Grüße {tag}"
-    assert d.text() == UTF8_BODY
+    wait_for_greeting(server, tag)
 
 
 @pytest.mark.debian
@@ -375,10 +368,7 @@ def test_mailutils_mail_with_bcc_header(server: Server, public: Path, tag: str) 
     )
     assert (result.returncode, result.stderr) == (0, b"")
 
-    (d,) = server.wait_for(tagged(tag))
-    assert_to_cc_bcc(d, "to@example.com", "cc@example.org", "hidden@example.net")
-    assert d.subject == f"Grüße {tag}"
-    assert d.text() == UTF8_BODY
+    wait_for_greeting(server, tag)
 
 
 @pytest.mark.debian
@@ -411,10 +401,7 @@ def test_php_mail_crlf_headers_and_bcc(server: Server, public: Path, tag: str) -
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
 
-    (d,) = server.wait_for(tagged(tag))
-    assert_to_cc_bcc(d, "to@example.com", "cc@example.org", "hidden@example.net")
-    assert d.subject == f"Grüße {tag}"
-    assert d.text() == UTF8_BODY
+    d = wait_for_greeting(server, tag)
     assert str(d.msg["From"]) == "Shop <shop@example.com>"
 
 
@@ -506,8 +493,5 @@ def test_mutt_batch_mode(server: Server, public: Path, tag: str) -> None:
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
 
-    (d,) = server.wait_for(tagged(tag))
-    assert_to_cc_bcc(d, "to@example.com", "cc@example.org", "hidden@example.net")
-    assert d.subject == f"Grüße {tag}"
-    assert d.text() == UTF8_BODY
+    d = wait_for_greeting(server, tag)
     assert str(d.msg["From"]) == "Zoë Ångström <zoe@example.com>"

@@ -22,8 +22,7 @@ import shutil
 import subprocess
 import textwrap
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,6 @@ from integration_support import (
     GMAIL,
     WAIT,
     Account,
-    Delivered,
     Server,
     addresses,
     caller_environ,
@@ -43,6 +41,7 @@ from integration_support import (
     run,
     running_server,
     start_server,
+    tagged,
     write_envdir,
 )
 
@@ -177,15 +176,6 @@ def debian_split_exim(public: Path, envdir: Path) -> Exim:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("exim")) as s:
         yield s
-
-
-@pytest.fixture
-def tag() -> str:
-    return f"x{uuid.uuid4().hex[:12]}"
-
-
-def tagged(tag: str) -> Callable[[Delivered], bool]:
-    return lambda d: tag in d.subject
 
 
 def message(tag: str, headers: str = "To: alice@example.com\n") -> bytes:

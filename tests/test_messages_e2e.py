@@ -7,8 +7,7 @@ message, and the shown To and Cc are cut down to it.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from integration_support import (
     caller_environ,
     run,
     running_server,
+    tagged,
     write_envdir,
 )
 
@@ -41,15 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def env(server: Server, tmp_path: Path) -> dict[str, str]:
     paths = write_envdir(tmp_path / "envdir", server, Account.current())
     return caller_environ(paths["envdir"], path="/usr/bin:/bin", LANG="C.UTF-8")
-
-
-@pytest.fixture
-def tag() -> str:
-    return f"m{uuid.uuid4().hex[:12]}"
-
-
-def tagged(tag: str) -> Callable[[Delivered], bool]:
-    return lambda d: tag in d.subject
 
 
 def gmail(args: list[str], env: dict[str, str], stdin: bytes) -> None:

@@ -14,6 +14,7 @@ shows in a delivered header.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -73,6 +74,7 @@ class Defaults:
         self.clock = clock
 
 
+@functools.cache
 def wire_policy() -> EmailPolicy[EmailMessage]:
     """email.policy.default with LF line ends: what gmail puts on the wire."""
     import email.policy

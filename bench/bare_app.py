@@ -14,7 +14,7 @@ import os
 
 from flask import Flask, Response, request
 
-from gaemail import protocol
+from gaemail.protocol import v1
 
 
 def create_app() -> Flask:
@@ -27,8 +27,8 @@ def create_app() -> Flask:
 
     @app.post("/verify")
     def verify() -> Response:
-        signed = protocol.decode_request(request.get_data())
-        ok = protocol.verify(keys, signed.msg, signed.signature)
+        signed = v1.decode_request(request.get_data())
+        ok = v1.verify(keys, signed.msg, signed.signature)
         return Response(status=204 if ok else 400)
 
     return app

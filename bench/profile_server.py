@@ -25,6 +25,7 @@ from pathlib import Path
 from flask.testing import FlaskClient
 
 from gaemail import protocol
+from gaemail.protocol import v1
 from gaemail.server import ServerConfig
 from gaemail.server.app import log_requests_to
 from gaemail.server.local import create_local_app
@@ -49,7 +50,7 @@ def main() -> None:
         log_requests_to(io.StringIO())  # one line per request, as served, unseen
         client = app.test_client()
         for path in args.messages:
-            body = protocol.encode_request(path.read_bytes(), KEY)
+            body = v1.encode_request(path.read_bytes(), KEY)
             _post(client, body, min(args.n, 50), path)  # warm-up: imports, caches
             start = time.process_time()
             _post(client, body, args.n, path)
@@ -63,7 +64,7 @@ def main() -> None:
 
 def _post(client: FlaskClient, body: bytes, count: int, path: Path) -> None:
     for _ in range(count):
-        answer = client.post("/", data=body, content_type=protocol.CONTENT_TYPE)
+        answer = client.post("/", data=body, content_type=v1.CONTENT_TYPE)
         if answer.status_code != protocol.SENT:
             sys.exit(f"{path}: answered {answer.status_code}: {answer.text}")
 

@@ -64,11 +64,11 @@ def client(local_app: Flask) -> FlaskClient:
 @pytest.fixture
 def post_message(client: FlaskClient) -> PostMessage:
     """post_message(msg_bytes, key=SERVER_KEY, fix_sender=False): a signed v1 POST."""
-    from gaemail import protocol
+    from gaemail.protocol import v1
 
     def post(msg: bytes, key: bytes = SERVER_KEY, *, fix_sender: bool = False) -> TestResponse:
-        body = protocol.encode_request(msg, key, fix_sender=fix_sender)
-        return client.post("/", data=body, content_type=protocol.CONTENT_TYPE)
+        body = v1.encode_request(msg, key, fix_sender=fix_sender)
+        return client.post("/", data=body, content_type=v1.CONTENT_TYPE)
 
     return post
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from gaemail import protocol
+from gaemail.protocol import v1
 
 BEHAVIOURS = (
     "forward",
@@ -236,8 +236,8 @@ def _closing(head: bytes) -> bytes:
 def _message_id(request: bytes) -> str | None:
     body = request.partition(b"\r\n\r\n")[2]
     try:
-        msg = protocol.decode_request(body).msg
-    except protocol.RequestError:
+        msg = v1.decode_request(body).msg
+    except v1.RequestError:
         return None
     head = msg.partition(b"\n\n")[0]
     match = re.search(rb"^Message-ID:\s*(\S+)", head, re.I | re.M)

@@ -81,6 +81,9 @@ def test_gcloudignore_uploads_only_what_the_proxy_needs(tmp_path: Path) -> None:
         "requirements.txt",
         "GMAIL_SECRET_KEY",
         "src/gaemail/__init__.py",
+        "src/gaemail/errors.py",
+        "src/gaemail/protocol/__init__.py",
+        "src/gaemail/protocol/v1.py",
         "src/gaemail/server/app.py",
     ]
     left_out = [
@@ -91,6 +94,14 @@ def test_gcloudignore_uploads_only_what_the_proxy_needs(tmp_path: Path) -> None:
         "pyproject.toml",
         "src/gaemail.egg-info/PKG-INFO",
         "src/gaemail/__pycache__/x.cpython-311.pyc",
+        # The client and the commands stay on the clients.
+        "src/gaemail/cli.py",
+        "src/gaemail/api.py",
+        "src/gaemail/config.py",
+        "src/gaemail/admin/__init__.py",
+        "src/gaemail/queue/spool.py",
+        "src/gaemail/message/compose.py",
+        "src/gaemail/server/local/serve.py",
     ]
     result = subprocess.run(
         [git, "-C", str(tmp_path), "check-ignore", "--no-index", "--stdin"],
@@ -119,13 +130,13 @@ MAIN_PROBE = textwrap.dedent(
     bed.init_memcache_stub()
     import main
     import gaemail
-    from gaemail import protocol
+    from gaemail.protocol import v1
 
     client = main.app.test_client()
     got = client.get("/")
     msg = b"From: s@example.com\\nTo: t@example.org\\nSubject: deployed\\n\\nx\\n"
-    body = protocol.encode_request(msg, b"deploy-key")
-    posted = client.post("/", data=body, content_type=protocol.CONTENT_TYPE)
+    body = v1.encode_request(msg, b"deploy-key")
+    posted = client.post("/", data=body, content_type=v1.CONTENT_TYPE)
     stub = bed.get_stub(testbed.MAIL_SERVICE_NAME)
     print(json.dumps({
         "wrapper_module": main.app.wsgi_app.__module__,
@@ -141,15 +152,31 @@ MAIN_PROBE = textwrap.dedent(
 
 @pytest.fixture
 def upload(tmp_path: Path) -> Path:
-    """The files gcloud uploads, copied to a fresh directory."""
+    """The files gcloud uploads (those .gcloudignore keeps), copied to a fresh directory."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed; it evaluates the ignore patterns here")
+    rules = tmp_path / "rules"
+    subprocess.run([git, "init", "-q", str(rules)], check=True, timeout=SUBPROCESS_TIMEOUT)
+    shutil.copy(REPO / ".gcloudignore", rules / ".gitignore")
+    sources = [
+        str(p.relative_to(REPO))
+        for p in [REPO / "main.py", *(REPO / "src" / "gaemail").rglob("*.py")]
+        if "__pycache__" not in p.parts
+    ]
+    ignored = subprocess.run(
+        [git, "-C", str(rules), "check-ignore", "--no-index", "--stdin"],
+        input="\n".join(sources),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    ).stdout.split()
     target = tmp_path / "upload"
-    target.mkdir()
-    shutil.copy(REPO / "main.py", target)
-    shutil.copytree(
-        REPO / "src" / "gaemail",
-        target / "src" / "gaemail",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    for name in sorted(set(sources) - set(ignored)):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, target / name)
+    assert (target / "src" / "gaemail" / "server" / "app.py").is_file()
+    assert not (target / "src" / "gaemail" / "cli.py").exists()
     return target
 
 

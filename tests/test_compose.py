@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gaemail.compose import (
+from gaemail.errors import EX_NOUSER, MessageError, NoSuchUserError, UsageError
+from gaemail.message.compose import (
     Defaults,
     HeaderBlock,
     compose_mail,
@@ -17,8 +18,7 @@ from gaemail.compose import (
     read_input,
     render_field,
 )
-from gaemail.envelope import RecipientResolver, parse_aliases
-from gaemail.errors import EX_NOUSER, MessageError, NoSuchUserError, UsageError
+from gaemail.message.envelope import RecipientResolver, parse_aliases
 
 DEFAULTS = Defaults(sender=None, hostname="host.example", clock=lambda: 1_800_000_000.0)
 

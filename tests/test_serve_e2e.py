@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gaemail import protocol
+from gaemail.protocol import v1
 
 pytestmark = pytest.mark.e2e
 
@@ -145,8 +145,8 @@ def test_serve_relays_curl_posts_into_the_maildir(
     msg_file = tmp_path / "msg.eml"
     msg_file.write_bytes(LATIN1_MESSAGE)
 
-    assert curl_post(url, msg_file, protocol.sign(b"e2e-key", LATIN1_MESSAGE)) == "204"
-    assert curl_post(url, msg_file, protocol.sign(b"wrong", LATIN1_MESSAGE)) == "400"
+    assert curl_post(url, msg_file, v1.sign(b"e2e-key", LATIN1_MESSAGE)) == "204"
+    assert curl_post(url, msg_file, v1.sign(b"wrong", LATIN1_MESSAGE)) == "400"
 
     (path,) = (outbox / "new").iterdir()
     delivered = email.message_from_bytes(path.read_bytes(), policy=policy.default)
@@ -179,7 +179,7 @@ def test_serve_without_a_secret_makes_a_development_envdir(
 
     msg_file = tmp_path / "msg.eml"
     msg_file.write_bytes(LATIN1_MESSAGE)
-    assert curl_post(url, msg_file, protocol.sign(key.encode(), LATIN1_MESSAGE)) == "204"
+    assert curl_post(url, msg_file, v1.sign(key.encode(), LATIN1_MESSAGE)) == "204"
     assert serve.stop() == 0
     assert key not in "\n".join(output) + serve.stderr_path.read_text()
 

@@ -10,9 +10,10 @@ from google.appengine.api import apiproxy_stub_map, mail, mail_errors, mail_serv
 from google.appengine.runtime import apiproxy_errors
 
 from gaemail import protocol
+from gaemail.protocol import v1
 from gaemail.server import ServerConfig
 from gaemail.server.local import OutboxMailStub, create_local_app
-from gaemail.server.outbox import Maildir
+from gaemail.server.local.outbox import Maildir
 from gaemail.server.refusals import refusal_for
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def test_transient_api_errors_answer_503_with_retry_after(
 ) -> None:
     mail_stub.SetError(error, method="Send")
     response = post_message(plain_message.as_bytes())
-    _assert_refused(response, protocol.UNAVAILABLE, protocol.KIND_TEMPORARY)
+    _assert_refused(response, protocol.UNAVAILABLE, protocol.KIND_TEMPORARY.name)
     assert response.headers["Retry-After"] == retry_after
     assert mail_stub.get_sent_messages() == []
 
@@ -79,7 +80,7 @@ def test_server_misconfiguration_answers_500(
 ) -> None:
     mail_stub.SetError(error, method="Send")
     response = post_message(plain_message.as_bytes())
-    _assert_refused(response, protocol.SERVER_ERROR, protocol.KIND_INTERNAL)
+    _assert_refused(response, protocol.SERVER_ERROR, protocol.KIND_INTERNAL.name)
     assert "Retry-After" not in response.headers
 
 
@@ -101,7 +102,7 @@ def test_callers_fault_api_errors_answer_400(
 ) -> None:
     mail_stub.SetError(apiproxy_errors.ApplicationError(code, "detail"), method="Send")
     text = _assert_refused(
-        post_message(plain_message.as_bytes()), protocol.BAD_REQUEST, protocol.KIND_MESSAGE
+        post_message(plain_message.as_bytes()), protocol.BAD_REQUEST, protocol.KIND_MESSAGE.name
     )
     assert reason in text
 
@@ -111,7 +112,7 @@ def test_api_request_too_large_answers_413(
 ) -> None:
     mail_stub.SetError(apiproxy_errors.RequestTooLargeError(), method="Send")
     response = post_message(plain_message.as_bytes())
-    _assert_refused(response, protocol.TOO_LARGE, protocol.KIND_TOO_LARGE)
+    _assert_refused(response, protocol.TOO_LARGE, protocol.KIND_TOO_LARGE.name)
 
 
 def test_request_body_over_the_limit_answers_413_unread(client: FlaskClient) -> None:
@@ -120,10 +121,10 @@ def test_request_body_over_the_limit_answers_413_unread(client: FlaskClient) -> 
     response = client.post(
         "/",
         data=b"msg=x&signature=y",
-        content_type=protocol.CONTENT_TYPE,
+        content_type=v1.CONTENT_TYPE,
         environ_overrides={"CONTENT_LENGTH": str(protocol.MAX_REQUEST_BYTES + 1)},
     )
-    text = _assert_refused(response, protocol.TOO_LARGE, protocol.KIND_TOO_LARGE)
+    text = _assert_refused(response, protocol.TOO_LARGE, protocol.KIND_TOO_LARGE.name)
     assert str(protocol.MAX_REQUEST_BYTES) in text
 
 
@@ -133,7 +134,7 @@ def test_message_over_the_mail_api_limit_answers_413(
     head = b"From: s@example.com\nTo: t@example.org\n\n"
     raw = head + b"a" * (protocol.MAX_MESSAGE_BYTES + 1 - len(head))
     response = post_message(raw)
-    text = _assert_refused(response, protocol.TOO_LARGE, protocol.KIND_TOO_LARGE)
+    text = _assert_refused(response, protocol.TOO_LARGE, protocol.KIND_TOO_LARGE.name)
     assert f"{protocol.MAX_MESSAGE_BYTES + 1} bytes" in text
     assert mail_stub.get_sent_messages() == []
 
@@ -146,7 +147,7 @@ def test_unexpected_exception_answers_500_text(
 
     monkeypatch.setattr(mail.EmailMessage, "send", broken_send)
     response = post_message(plain_message.as_bytes())
-    text = _assert_refused(response, protocol.SERVER_ERROR, protocol.KIND_INTERNAL)
+    text = _assert_refused(response, protocol.SERVER_ERROR, protocol.KIND_INTERNAL.name)
     assert "a bug" not in text
 
 
@@ -208,7 +209,7 @@ def test_refused_sender_without_fix_sender_is_400_naming_it(
     post_message: PostMessage, sender_check: AuthorizingMailStub, plain_message: EmailMessage
 ) -> None:
     response = post_message(plain_message.as_bytes())
-    text = _assert_refused(response, protocol.BAD_REQUEST, protocol.KIND_MESSAGE)
+    text = _assert_refused(response, protocol.BAD_REQUEST, protocol.KIND_MESSAGE.name)
     assert "Sender <sender@example.com>" in text
     assert sender_check.get_sent_messages() == []
 
@@ -251,7 +252,7 @@ def test_unauthorized_default_sender_is_the_proxys_fault(
 ) -> None:
     sender_check.authorized.clear()
     response = post_message(plain_message.as_bytes(), fix_sender=True)
-    text = _assert_refused(response, protocol.SERVER_ERROR, protocol.KIND_INTERNAL)
+    text = _assert_refused(response, protocol.SERVER_ERROR, protocol.KIND_INTERNAL.name)
     assert "default sender" in text
 
 
@@ -261,9 +262,9 @@ def test_fix_sender_without_a_default_sender_is_400(
     app = create_local_app(ServerConfig(keys=(b"k",)), outbox_dir)
     stub = AuthorizingMailStub(set(), Maildir(outbox_dir))
     apiproxy_stub_map.apiproxy.ReplaceStub("mail", stub)
-    body = protocol.encode_request(plain_message.as_bytes(), b"k", fix_sender=True)
-    response = app.test_client().post("/", data=body, content_type=protocol.CONTENT_TYPE)
-    _assert_refused(response, protocol.BAD_REQUEST, protocol.KIND_MESSAGE)
+    body = v1.encode_request(plain_message.as_bytes(), b"k", fix_sender=True)
+    response = app.test_client().post("/", data=body, content_type=v1.CONTENT_TYPE)
+    _assert_refused(response, protocol.BAD_REQUEST, protocol.KIND_MESSAGE.name)
 
 
 def test_no_from_uses_the_default_sender_with_fix_sender(
@@ -282,7 +283,7 @@ def test_no_from_without_fix_sender_is_400(
 ) -> None:
     del plain_message["From"]
     text = _assert_refused(
-        post_message(plain_message.as_bytes()), protocol.BAD_REQUEST, protocol.KIND_MESSAGE
+        post_message(plain_message.as_bytes()), protocol.BAD_REQUEST, protocol.KIND_MESSAGE.name
     )
     assert text == protocol.REASON_NO_SENDER + "\n"
     assert mail_stub.get_sent_messages() == []

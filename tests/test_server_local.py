@@ -16,9 +16,10 @@ from google.appengine.api.memcache import memcache_stub
 
 from gaemail import protocol
 from gaemail.errors import ConfigurationError
+from gaemail.protocol import v1
 from gaemail.server.app import log_requests_to
 from gaemail.server.local import OutboxMailStub, app_from_environment
-from gaemail.server.outbox import Maildir
+from gaemail.server.local.outbox import Maildir
 
 if TYPE_CHECKING:
     from conftest import PostMessage
@@ -62,7 +63,7 @@ def test_app_from_environment_sends_into_the_outbox(
     stub = app.extensions["mail_stub"]
     assert isinstance(stub, OutboxMailStub)
     raw = b"To: t@example.org\nSubject: s\n\nx\n"
-    body = protocol.encode_request(raw, b"k2", fix_sender=True)
+    body = v1.encode_request(raw, b"k2", fix_sender=True)
     assert app.test_client().post("/", data=body).status_code == protocol.SENT
     assert stub.get_sent_messages()[0].sender == "app@example.appspotmail.com"
     assert len(Maildir(tmp_path / "out").delivered()) == 1
@@ -92,7 +93,7 @@ def test_one_log_line_per_request_and_no_secrets(
     stream = io.StringIO()
     log_requests_to(stream)
     log_requests_to(stream)  # a second call replaces the first handler
-    signature = protocol.sign(b"current-key", plain_message.as_bytes())
+    signature = v1.sign(b"current-key", plain_message.as_bytes())
     assert post_message(plain_message.as_bytes()).status_code == protocol.SENT
     assert post_message(plain_message.as_bytes(), b"wrong-key").status_code == 400
     lines = stream.getvalue().splitlines()

@@ -21,9 +21,10 @@ from google.appengine.api import mail
 from werkzeug.serving import make_server
 
 from gaemail import protocol
-from gaemail.server import flatten
+from gaemail.protocol import v1
+from gaemail.server.local import flatten
 from gaemail.server.local import create_local_app, outbox_message
-from gaemail.server.outbox import Maildir
+from gaemail.server.local.outbox import Maildir
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -158,7 +159,7 @@ def test_kept_messages_are_bounded(tmp_path: Path, server_config: ServerConfig) 
     client = app.test_client()
     for n in range(3):
         raw = b"From: s@example.com\nTo: t@example.org\nSubject: %d\n\nx\n" % n
-        body = protocol.encode_request(raw, b"current-key")
+        body = v1.encode_request(raw, b"current-key")
         assert client.post("/", data=body).status_code == protocol.SENT
     stub = app.extensions["mail_stub"]
     assert [m.subject for m in stub.get_sent_messages()] == ["1", "2"]
@@ -183,10 +184,8 @@ def server_url(local_app: Flask) -> Iterator[str]:
 
 
 def _http_post(url: str, msg: bytes, key: bytes = b"current-key") -> int:
-    body = protocol.encode_request(msg, key)
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": protocol.CONTENT_TYPE}
-    )
+    body = v1.encode_request(msg, key)
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": v1.CONTENT_TYPE})
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
             status: int = response.status

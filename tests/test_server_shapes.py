@@ -30,7 +30,7 @@ def _refused(post_message: PostMessage, msg: EmailMessage | bytes, reason: str) 
     response = post_message(raw)
     text = response.get_data(as_text=True)
     assert response.status_code == protocol.BAD_REQUEST, text
-    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_MESSAGE
+    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_MESSAGE.name
     assert reason in text
     assert text.endswith("\n")
     assert "\n" not in text[:-1]

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode
 import pytest
 
 from gaemail import protocol
+from gaemail.protocol import v1
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient
@@ -36,18 +37,18 @@ VECTORS = [
 
 @pytest.mark.parametrize(("key", "msg", "signature"), VECTORS)
 def test_sign_matches_openssl(key: bytes, msg: bytes, signature: str) -> None:
-    assert protocol.sign(key, msg) == signature
+    assert v1.sign(key, msg) == signature
 
 
 @pytest.mark.parametrize(("key", "msg", "signature"), VECTORS)
 def test_verify_finds_the_key_among_others(key: bytes, msg: bytes, signature: str) -> None:
-    assert protocol.verify([b"unrelated", key], msg, signature)
-    assert not protocol.verify([b"unrelated"], msg, signature)
+    assert v1.verify([b"unrelated", key], msg, signature)
+    assert not v1.verify([b"unrelated"], msg, signature)
 
 
 def test_verify_rejects_a_changed_byte() -> None:
     changed = VECTOR_MSG.replace(b"hello", b"hellO")
-    assert not protocol.verify([b"current-key"], changed, VECTORS[0][2])
+    assert not v1.verify([b"current-key"], changed, VECTORS[0][2])
 
 
 def test_signature_made_outside_python_is_accepted_by_the_app(
@@ -55,7 +56,7 @@ def test_signature_made_outside_python_is_accepted_by_the_app(
 ) -> None:
     # The fixture's keys are the vectors' keys, so this is the body curl would send.
     body = urlencode({"msg": VECTOR_MSG.decode(), "signature": VECTORS[0][2]})
-    response = client.post("/", data=body, content_type=protocol.CONTENT_TYPE)
+    response = client.post("/", data=body, content_type=v1.CONTENT_TYPE)
     assert response.status_code == protocol.SENT
     assert [m.to for m in mail_stub.get_sent_messages()] == ["b@example.com"]
 
@@ -76,7 +77,7 @@ def test_unknown_key_is_refused_with_kind_signature(
 ) -> None:
     response = post_message(plain_message.as_bytes(), b"stolen-or-stale-key")
     assert response.status_code == protocol.BAD_REQUEST
-    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_SIGNATURE
+    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_SIGNATURE.name
     assert response.mimetype == "text/plain"
     assert response.get_data(as_text=True) == protocol.REASON_BAD_SIGNATURE + "\n"
     assert mail_stub.get_sent_messages() == []
@@ -93,16 +94,16 @@ def test_unknown_key_is_refused_with_kind_signature(
     ],
 )
 def test_missing_fields_get_the_2010_reasons(client: FlaskClient, body: bytes, reason: str) -> None:
-    response = client.post("/", data=body, content_type=protocol.CONTENT_TYPE)
+    response = client.post("/", data=body, content_type=v1.CONTENT_TYPE)
     assert response.status_code == protocol.BAD_REQUEST
     assert response.get_data(as_text=True) == reason + "\n"
-    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_REQUEST
+    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_REQUEST.name
 
 
 def test_body_that_is_not_url_encoded_is_refused(client: FlaskClient) -> None:
-    response = client.post("/", data="msg=Grüße".encode(), content_type=protocol.CONTENT_TYPE)
+    response = client.post("/", data="msg=Grüße".encode(), content_type=v1.CONTENT_TYPE)
     assert response.status_code == protocol.BAD_REQUEST
-    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_REQUEST
+    assert response.headers[protocol.ERROR_HEADER] == protocol.KIND_REQUEST.name
 
 
 FORM_PIECES = [
@@ -111,7 +112,7 @@ FORM_PIECES = [
 ]
 
 
-def _parse_qsl_reading(body: bytes) -> protocol.SignedMessage | str:
+def _parse_qsl_reading(body: bytes) -> v1.SignedMessage | str:
     """What decode_request answered when it used urllib's parse_qsl."""
     fields: dict[str, str] = {}
     for name, value in parse_qsl(body.decode("ascii"), keep_blank_values=True, encoding="latin-1"):
@@ -120,15 +121,15 @@ def _parse_qsl_reading(body: bytes) -> protocol.SignedMessage | str:
         return protocol.REASON_NO_MESSAGE
     if not fields.get("signature"):
         return protocol.REASON_NO_SIGNATURE
-    return protocol.SignedMessage(
+    return v1.SignedMessage(
         fields["msg"].encode("latin-1"), fields["signature"], bool(fields.get("fix_sender"))
     )
 
 
 def _decoded(body: bytes) -> object:
     try:
-        signed = protocol.decode_request(body)
-    except protocol.RequestError as exc:
+        signed = v1.decode_request(body)
+    except v1.RequestError as exc:
         return str(exc)
     return (signed.msg, signed.signature, signed.fix_sender)
 
@@ -164,6 +165,6 @@ def test_random_form_bodies_decode_as_parse_qsl_decodes_them() -> None:
 
 def test_every_byte_survives_encoding_and_decoding() -> None:
     msg = bytes(range(256)) * 3
-    signed = protocol.decode_request(protocol.encode_request(msg, b"k"))
+    signed = v1.decode_request(v1.encode_request(msg, b"k"))
     assert signed.msg == msg
-    assert protocol.verify([b"k"], signed.msg, signed.signature)
+    assert v1.verify([b"k"], signed.msg, signed.signature)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from gaemail.errors import TemporaryFailure
-from gaemail.flush import BUSY, DEFERRED, FAILED, NOT_DUE, SENT, Deliverer
-from gaemail.journal import Journal
-from gaemail.spool import Envelope, Spool, State, default_queue_dir
+from gaemail.queue.delivery import BUSY, DEFERRED, FAILED, NOT_DUE, SENT, Deliverer
+from gaemail.queue.journal import Journal
+from gaemail.queue.spool import Envelope, Spool, State, default_queue_dir
 
 MSG = b"From: s@example.com\nTo: a@example.com\nMessage-ID: <m1@example.com>\n\nhi\n"
 

@@ -21,7 +21,7 @@ __all__ = [
 if TYPE_CHECKING:
     from typing import Any
 
-    from gaemail.client import GmailProxy
+    from gaemail.api import GmailProxy
     from gaemail.errors import (
         ConfigurationError,
         MessageRejected,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "GmailProxy":
-        from gaemail.client import GmailProxy
+        from gaemail.api import GmailProxy
 
         return GmailProxy
     if name in __all__:

@@ -12,10 +12,8 @@ import socket
 import sys
 import time
 
-from gaemail import argv, queueing
-from gaemail.compose import Defaults, Outgoing, compose_mail, prepare_message
+from gaemail import argv
 from gaemail.config import Settings
-from gaemail.envelope import RecipientResolver
 from gaemail.errors import (
     EX_OK,
     GaemailError,
@@ -23,9 +21,12 @@ from gaemail.errors import (
     MessageSendingFailure,
     describe_os_error,
 )
-from gaemail.journal import Journal
-from gaemail.spool import Envelope as QueuedEnvelope
-from gaemail.spool import Spool, State
+from gaemail.message.compose import Defaults, Outgoing, compose_mail, prepare_message
+from gaemail.message.envelope import RecipientResolver
+from gaemail.queue import operations as queueing
+from gaemail.queue.journal import Journal
+from gaemail.queue.spool import Envelope as QueuedEnvelope
+from gaemail.queue.spool import Spool, State
 
 TYPE_CHECKING = False  # no run-time typing: see the module's docstring
 if TYPE_CHECKING:

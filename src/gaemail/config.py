@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 
+from gaemail import protocol
 from gaemail.errors import ConfigurationError, describe_os_error
 
 TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-ENVDIR_VARIABLE = "GMAIL_ENVDIR"
-DEFAULT_ENVDIR = "/etc/envdir"
+ENVDIR_VARIABLE = protocol.ENVDIR_VARIABLE
+DEFAULT_ENVDIR = protocol.DEFAULT_ENVDIR
 
 
 class Spec:
@@ -46,11 +47,11 @@ class Spec:
 SPECS: dict[str, Spec] = {
     spec.key: spec
     for spec in (
-        Spec("url", "--url", "GMAIL_PROXY_URL", "URL of the gaemail proxy"),
+        Spec("url", "--url", protocol.URL_VARIABLE, "URL of the gaemail proxy"),
         Spec(
             "secret",
             "--secret-file",
-            "GMAIL_SECRET_KEY",
+            protocol.SECRET_VARIABLE,
             "shared signing secret (the flag names a file; its first line is the key)",
             flag_is_file=True,
             secret=True,

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from gaemail import protocol
 from gaemail.errors import ConfigurationError, TemporaryFailure
+from gaemail.protocol import v1
 
 
 class Response:
@@ -134,7 +135,7 @@ class Connection:
                 "POST",
                 self.endpoint.path,
                 body=body,
-                headers={"Content-Type": protocol.CONTENT_TYPE, "User-Agent": "gaemail"},
+                headers={"Content-Type": v1.CONTENT_TYPE, "User-Agent": "gaemail"},
             )
             answer = connection.getresponse()
             text = answer.read().decode("utf-8", "replace")  # all of it, to reuse the connection
@@ -171,7 +172,7 @@ def _describe(exc: BaseException) -> str:
 
 def send(connection: Connection, msg: bytes, secret: bytes, *, fix_sender: bool) -> None:
     """Sign and send one message; raises the MessageSendingFailure the answer means."""
-    response = connection.post(protocol.encode_request(msg, secret, fix_sender=fix_sender))
+    response = connection.post(v1.encode_request(msg, secret, fix_sender=fix_sender))
     failure = protocol.failure_for(response.status, response.reason, response.kind)
     if failure is not None:
         raise failure

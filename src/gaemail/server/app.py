@@ -65,7 +65,7 @@ def respond(outcome: Outcome) -> Response:
     if refusal is None:
         return Response(status=protocol.SENT)
     response = Response(f"{refusal}\n", status=refusal.status, mimetype="text/plain")
-    response.headers[protocol.ERROR_HEADER] = refusal.kind
+    response.headers[protocol.ERROR_HEADER] = refusal.kind.name
     if refusal.retry_after is not None:
         response.headers["Retry-After"] = str(refusal.retry_after)
     return response
@@ -84,7 +84,9 @@ def log_outcome(outcome: Outcome) -> None:
     elif refusal.status >= protocol.SERVER_ERROR:
         level = logging.ERROR
     reason = str(refusal)
-    log.log(level, "refused %d kind=%s %s reason=%r", refusal.status, refusal.kind, facts, reason)
+    log.log(
+        level, "refused %d kind=%s %s reason=%r", refusal.status, refusal.kind.name, facts, reason
+    )
 
 
 def log_requests_to(stream: TextIO) -> None:

@@ -11,11 +11,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gaemail.config import SPECS
+from gaemail import protocol
 from gaemail.errors import ConfigurationError, describe_os_error
 
 # The client's name for the secret: one name on both ends of the wire.
-KEY_VARIABLE = SPECS["secret"].env
+KEY_VARIABLE = protocol.SECRET_VARIABLE
 DEFAULT_SENDER_VARIABLE = "GMAIL_DEFAULT_SENDER"
 DEFAULT_MAX_RECIPIENTS = 500
 

@@ -1,7 +1,8 @@
 """What the proxy answers when it does not send: one exception per answer, one SDK table.
 
-Each refusal carries its HTTP status and its `X-Gaemail-Error` kind, so the
-handler turns any of them into a response the same way.  `refusal_for` is the
+Each refusal carries its kind from the protocol's table (its HTTP status and its
+`X-Gaemail-Error` name), so the handler turns any of them into a response the
+same way.  `refusal_for` is the
 one place that decides who is at fault for an error from the App Engine SDK.
 """
 
@@ -19,14 +20,21 @@ RETRY_AFTER_OVER_QUOTA_SECONDS = 3600
 
 
 class Refusal(Exception):
-    """A request answered without sending; str() is the one-line reason."""
+    """A request answered without sending; str() is the one-line reason.
 
-    status = protocol.BAD_REQUEST
-    kind = protocol.KIND_MESSAGE
+    Its `kind`, from the protocol's table, gives its status and what the client
+    makes of it.
+    """
+
+    kind: protocol.Kind = protocol.KIND_MESSAGE
     retry_after: int | None = None
 
     def __init__(self, reason: str) -> None:
         super().__init__(" ".join(reason.split()))
+
+    @property
+    def status(self) -> int:
+        return self.kind.status
 
 
 class RequestRefused(Refusal):
@@ -48,14 +56,12 @@ class MessageRefused(Refusal):
 class TooLarge(Refusal):
     """The request or the message is over a size limit."""
 
-    status = protocol.TOO_LARGE
     kind = protocol.KIND_TOO_LARGE
 
 
 class Unavailable(Refusal):
     """The Mail API failed for now; the same request may succeed later."""
 
-    status = protocol.UNAVAILABLE
     kind = protocol.KIND_TEMPORARY
     retry_after = RETRY_AFTER_SECONDS
 
@@ -69,7 +75,6 @@ class OverQuota(Unavailable):
 class Misconfigured(Refusal):
     """The proxy itself is set up wrongly; the operator must act."""
 
-    status = protocol.SERVER_ERROR
     kind = protocol.KIND_INTERNAL
 
 

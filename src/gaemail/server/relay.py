@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gaemail import protocol
+from gaemail.protocol import v1
 from gaemail.server.config import ServerConfig
 from gaemail.server.dedup import AcceptedIds, fingerprint
 from gaemail.server.refusals import (
@@ -58,17 +59,17 @@ class Relay:
             return self._outcome(translation, refusal)
         return self._outcome(translation, None)
 
-    def decode(self, body: bytes) -> protocol.SignedMessage:
+    def decode(self, body: bytes) -> v1.SignedMessage:
         try:
-            return protocol.decode_request(body)
-        except protocol.RequestError as exc:
+            return v1.decode_request(body)
+        except v1.RequestError as exc:
             raise RequestRefused(str(exc)) from None
 
-    def verify(self, signed: protocol.SignedMessage) -> None:
-        if not protocol.verify(self.config.keys, signed.msg, signed.signature):
+    def verify(self, signed: v1.SignedMessage) -> None:
+        if not v1.verify(self.config.keys, signed.msg, signed.signature):
             raise SignatureRefused(protocol.REASON_BAD_SIGNATURE)
 
-    def translate(self, signed: protocol.SignedMessage) -> Translation:
+    def translate(self, signed: v1.SignedMessage) -> Translation:
         if len(signed.msg) > protocol.MAX_MESSAGE_BYTES:
             raise TooLarge(
                 f"The message is {len(signed.msg)} bytes; the Mail API takes at most"
@@ -85,9 +86,7 @@ class Relay:
                 f" at most {self.config.max_recipients} per message"
             )
 
-    def send(
-        self, signed: protocol.SignedMessage, translation: Translation, key: str | None
-    ) -> None:
+    def send(self, signed: v1.SignedMessage, translation: Translation, key: str | None) -> None:
         try:
             send_message(
                 translation.fields,
@@ -99,7 +98,7 @@ class Relay:
             raise
         self.accepted.sent(key)
 
-    def _fallback(self, signed: protocol.SignedMessage) -> str | None:
+    def _fallback(self, signed: v1.SignedMessage) -> str | None:
         return self.config.default_sender if signed.fix_sender else None
 
     @staticmethod

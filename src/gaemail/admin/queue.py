@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import click
 
-from gaemail import queueing
 from gaemail.config import Settings
 from gaemail.errors import LocalIOError
-from gaemail.journal import Journal
-from gaemail.spool import SUBDIRS, Spool, age_text, now
+from gaemail.queue import operations as queueing
+from gaemail.queue.journal import Journal
+from gaemail.queue.spool import SUBDIRS, Spool, age_text, now
 
 
 def _settings(

@@ -16,6 +16,7 @@ import httpx
 from gaemail import protocol
 from gaemail.config import Settings
 from gaemail.errors import MessageSendingFailure, TemporaryFailure
+from gaemail.protocol import v1
 from gaemail.transport import Endpoint
 
 MessageLike = email.message.Message | bytes | str
@@ -86,10 +87,10 @@ class GmailProxy:
 
     def send_raw(self, data: bytes, fix_sender: bool) -> None:
         """Sign and post message bytes as they are; raises on any failure."""
-        body = protocol.encode_request(data, self._secret, fix_sender=fix_sender)
+        body = v1.encode_request(data, self._secret, fix_sender=fix_sender)
         try:
             response = self._client.post(
-                self.endpoint.url, content=body, headers={"Content-Type": protocol.CONTENT_TYPE}
+                self.endpoint.url, content=body, headers={"Content-Type": v1.CONTENT_TYPE}
             )
         except httpx.TimeoutException:
             raise TemporaryFailure(f"the proxy at {self.endpoint.shown} timed out") from None

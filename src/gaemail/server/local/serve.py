@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from gaemail.config import ENVDIR_VARIABLE, SPECS
 from gaemail.errors import ConfigurationError, describe_os_error
+from gaemail.protocol import ENVDIR_VARIABLE, URL_VARIABLE
 from gaemail.server.app import log_requests_to
 from gaemail.server.config import (
     DEFAULT_SENDER_VARIABLE,
@@ -27,7 +27,6 @@ from gaemail.server.config import (
 )
 from gaemail.server.local import KEEP_SENT, create_local_app
 
-URL_VARIABLE = SPECS["url"].env
 # Seconds to wait for the server thread once asked to stop.
 STOP_TIMEOUT = 10.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

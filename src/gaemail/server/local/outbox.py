@@ -13,9 +13,16 @@ import socket
 import time
 from pathlib import Path
 
-from gaemail.spool import fsync_dir
-
 _SUBDIRS = ("tmp", "new", "cur")
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the names in a directory durable (a rename into it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Maildir:

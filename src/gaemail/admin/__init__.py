@@ -12,8 +12,8 @@ from typing import NoReturn
 
 import click
 
+from gaemail.admin.queue import queue
 from gaemail.errors import EX_USAGE, GaemailError, exit_code_for
-from gaemail.queue_admin import queue
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,7 +88,7 @@ def serve_command(
     """
     import os
 
-    from gaemail.server.serve import ServeOptions, serve
+    from gaemail.server.local.serve import ServeOptions, serve
 
     options = ServeOptions(host, port, outbox, secret_file, default_sender, state_dir)
     serve(options, os.environ, sys.stdout, sys.stderr)

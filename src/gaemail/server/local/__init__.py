@@ -22,8 +22,8 @@ from google.appengine.api.memcache import memcache_stub
 from gaemail.errors import ConfigurationError
 from gaemail.server.app import create_app, log_requests_to
 from gaemail.server.config import ServerConfig
-from gaemail.server.flatten import as_bytes
-from gaemail.server.outbox import Maildir
+from gaemail.server.local.flatten import as_bytes
+from gaemail.server.local.outbox import Maildir
 from gaemail.server.sending import ORIGINAL_MESSAGE_ID
 
 OUTBOX_VARIABLE = "GAEMAIL_OUTBOX"

@@ -15,7 +15,7 @@ TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from gaemail.spool import Envelope
+    from gaemail.queue.spool import Envelope
 
 LOG_MAIL = 2 << 3
 SEVERITY = {"queued": 6, "sent": 6, "deferred": 4, "failed": 3, "bounced": 5}

@@ -20,8 +20,8 @@ import re
 import time
 from email.utils import formataddr, formatdate, getaddresses
 
-from gaemail.envelope import Envelope, RecipientResolver, address_key
 from gaemail.errors import MessageError, UsageError
+from gaemail.message.envelope import Envelope, RecipientResolver, address_key
 
 # email.policy and email.message load only when a message needs them (a header to
 # fold or encode, a mail(1) body): they are most of what gmail's start-up would

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 
 from gaemail.errors import ConfigurationError, MessageSendingFailure
-from gaemail.spool import Spool, age_text, default_queue_dir, now
+from gaemail.queue.spool import Spool, age_text, default_queue_dir, now
 
 TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
 if TYPE_CHECKING:
@@ -16,11 +16,11 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from gaemail.config import Settings
-    from gaemail.flush import Progress, SendFn
-    from gaemail.journal import Journal
-    from gaemail.spool import Item
+    from gaemail.queue.delivery import Progress, SendFn
+    from gaemail.queue.journal import Journal
+    from gaemail.queue.spool import Item
 
-# gaemail.flush (threads, logging) loads only where messages are flushed: the
+# gaemail.queue.delivery (threads, logging) loads only where messages are flushed: the
 # process that merely queues a message is every cron job's and PHP page's cost.
 
 
@@ -96,7 +96,7 @@ def flush(
     if not ids:
         return Counter()
     spool.clean_tmp(now())
-    from gaemail.flush import Deliverer
+    from gaemail.queue.delivery import Deliverer
 
     with kept_sender(settings) as send:
         return Deliverer(spool, send, journal, now).run(
@@ -178,7 +178,7 @@ def deliver_in_background(
     spool: Spool, settings: Settings, journal: Journal, ident: str | None = None
 ) -> None:
     """A detached child's work: message `ident` now, then whatever else is due."""
-    from gaemail.flush import Deliverer
+    from gaemail.queue.delivery import Deliverer
 
     try:
         if ident is not None:

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gaemail.errors import MessageSendingFailure
-from gaemail.journal import Journal
-from gaemail.spool import Claim, Spool, expired
+from gaemail.queue.journal import Journal
+from gaemail.queue.spool import Claim, Spool, expired
 
 SendFn = Callable[[bytes, bool], None]  # (message, fix_sender); raises MessageSendingFailure
 Progress = Callable[[int, int], None]

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from syslog_sink import mail_log
+
 BIN = Path(sys.executable).parent  # the venv's scripts: gmail, gaemail
 GMAIL = BIN / "gmail"
 GAEMAIL = BIN / "gaemail"
@@ -318,12 +320,12 @@ def write_envdir(
 def caller_environ(envdir: Path, path: str = CRON_PATH, **extra: str) -> dict[str, str]:
     """A bare environment as cron or Exim give it, plus where the settings are.
 
-    GMAIL_SYSLOG_SOCKET keeps gmail's journal out of the host's syslog.
+    GMAIL_SYSLOG_SOCKET points gmail's mail log at the tests' own syslog socket.
     """
     return {
         "PATH": path,
         "GMAIL_ENVDIR": str(envdir),
-        "GMAIL_SYSLOG_SOCKET": "/nonexistent/gaemail-test-log",
+        "GMAIL_SYSLOG_SOCKET": str(mail_log().path),
         **extra,
     }
 

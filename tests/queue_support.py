@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from syslog_sink import mail_log
+
 BIN = Path(sys.executable).parent
 GMAIL, GAEMAIL = str(BIN / "gmail"), str(BIN / "gaemail")
 WAIT = 30.0
@@ -127,7 +129,7 @@ def gmail_env(envdir: Path, queue: Path, **extra: str) -> dict[str, str]:
         "HOME": str(queue.parent),
         "GMAIL_ENVDIR": str(envdir),
         "GMAIL_QUEUE_DIR": str(queue),
-        "GMAIL_SYSLOG_SOCKET": "/nonexistent",
+        "GMAIL_SYSLOG_SOCKET": str(mail_log().path),
         **extra,
     }
 

@@ -73,7 +73,7 @@ def test_bsd_mailx_bcc_is_delivered_and_moved_out_of_shown_headers() -> None:
         b"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\nbody\n"
     )
     out = prepare(raw, t=True)
-    assert out.envelope.recipients == ["to@x.org", "cc@x.org", "hidden@x.org"]
+    assert out.envelope.recipients == ("to@x.org", "cc@x.org", "hidden@x.org")
     msg = parsed(out.data)
     assert addresses(msg, "To") == ["to@x.org"]
     assert addresses(msg, "Cc") == ["cc@x.org"]
@@ -86,7 +86,7 @@ def test_bsd_mailx_bcc_is_delivered_and_moved_out_of_shown_headers() -> None:
 def test_envelope_decides_recipients_without_t() -> None:
     raw = b'From: a@x.org\nTo: "Doe, John" <j@x.org>, b@y.org\nCc: c@z.org\n\nhello\n'
     out = prepare(raw, ["j@x.org,extra@q.org"])
-    assert out.envelope.recipients == ["j@x.org", "extra@q.org"]
+    assert out.envelope.recipients == ("j@x.org", "extra@q.org")
     msg = parsed(out.data)
     assert [str(a) for a in msg["To"].addresses] == ['"Doe, John" <j@x.org>']
     assert msg["Cc"] is None
@@ -102,13 +102,13 @@ def test_headers_untouched_when_envelope_matches() -> None:
 
 def test_t_adds_argument_recipients_to_header_recipients() -> None:
     out = prepare(b"To: a@x.org\n\nhi\n", ["b@y.org"], t=True)
-    assert out.envelope.recipients == ["b@y.org", "a@x.org"]
+    assert out.envelope.recipients == ("b@y.org", "a@x.org")
     assert addresses(parsed(out.data), "Bcc") == ["b@y.org"]
 
 
 def test_each_recipient_once() -> None:
     out = prepare(b"To: a@x.org, A@X.ORG\nCc: a@x.org\nBcc: a@x.org\n\nhi\n", ["a@x.org"], t=True)
-    assert out.envelope.recipients == ["a@x.org"]
+    assert out.envelope.recipients == ("a@x.org",)
     msg = parsed(out.data)
     assert addresses(msg, "To") == ["a@x.org"]
     assert msg["Cc"] is None and msg["Bcc"] is None
@@ -165,7 +165,7 @@ def test_configured_sender_fills_missing_from() -> None:
 def test_bare_names_get_default_domain_in_envelope_and_headers() -> None:
     raw = b"From: root (Cron Daemon)\nTo: nobody\nSubject: Cron <nobody@h> ls\n\noutput\n"
     out = prepare(raw, ["nobody"], res=resolver("example.com"))
-    assert out.envelope.recipients == ["nobody@example.com"]
+    assert out.envelope.recipients == ("nobody@example.com",)
     msg = parsed(out.data)
     assert addresses(msg, "To") == ["nobody@example.com"]
     assert addresses(msg, "From") == ["root@example.com"]
@@ -185,7 +185,7 @@ def test_aliases_expand_recursively(tmp_path: Path) -> None:
     )
     res = resolver(None, aliases, tmp_path)
     out = prepare(b"To: postmaster\n\nhi\n", ["postmaster"], res=res)
-    assert out.envelope.recipients == ["admin@example.com", "ops@example.org"]
+    assert out.envelope.recipients == ("admin@example.com", "ops@example.org")
 
 
 def test_parse_aliases_format() -> None:
@@ -266,7 +266,7 @@ def test_compose_mail_encodes_non_ascii() -> None:
     assert msg["Subject"] == "Grüße aus Köln"
     assert str(msg["To"]) == "Jörg Müller <to@example.com>"
     assert msg.get_content() == "Grüße\n"
-    assert out.envelope.recipients == ["to@example.com", "cc@example.com", "hidden@example.com"]
+    assert out.envelope.recipients == ("to@example.com", "cc@example.com", "hidden@example.com")
     assert out.fix_sender  # no From: the proxy's default sender sends it
 
 

@@ -11,17 +11,20 @@ from pathlib import Path
 import pytest
 
 from gaemail.errors import TemporaryFailure
+from gaemail.message.compose import Outgoing
+from gaemail.message.envelope import Envelope
 from gaemail.queue.delivery import BUSY, DEFERRED, FAILED, NOT_DUE, SENT, Deliverer
 from gaemail.queue.journal import Journal
-from gaemail.queue.spool import Envelope, Spool, State, default_queue_dir
+from gaemail.queue.spool import Entry, Schedule, Spool, State, default_queue_dir
 
 MSG = b"From: s@example.com\nTo: a@example.com\nMessage-ID: <m1@example.com>\n\nhi\n"
 
 
-def envelope(created: float = 1000.0) -> Envelope:
-    return Envelope(
-        "<m1@example.com>", "s@example.com", ["a@example.com"], False, created, len(MSG)
-    )
+OUTGOING = Outgoing(MSG, Envelope(("a@example.com",), "s@example.com"), "<m1@example.com>", False)
+
+
+def entry(created: float = 1000.0) -> Entry:
+    return Entry.of(OUTGOING, created)
 
 
 @pytest.fixture
@@ -30,11 +33,12 @@ def spool(tmp_path: Path) -> Spool:
 
 
 def test_enqueue_writes_complete_files_only(spool: Spool) -> None:
-    ident = spool.enqueue(MSG, envelope(), 1000.0)
+    ident = spool.enqueue(OUTGOING, 1000.0)
     assert spool.ids() == [ident]
     assert os.listdir(spool.dir("tmp")) == []
-    env, data = spool.read(ident)
-    assert data == MSG and env.recipients == ["a@example.com"]
+    found, data = spool.read(ident)
+    assert data == MSG and found.envelope.recipients == ("a@example.com",)
+    assert found == entry() and spool.entry(ident) == entry()
     mode = stat.S_IMODE(os.stat(os.path.join(spool.dir("new"), ident)).st_mode)
     assert mode == 0o640
 
@@ -46,7 +50,7 @@ def test_tmp_files_are_never_listed(spool: Spool) -> None:
 
 
 def test_a_claimed_message_cannot_be_claimed_again(spool: Spool) -> None:
-    ident = spool.enqueue(MSG, envelope(), 1000.0)
+    ident = spool.enqueue(OUTGOING, 1000.0)
     with spool.claim(ident) as first:
         assert first is not None
         with spool.claim(ident) as second:
@@ -54,7 +58,7 @@ def test_a_claimed_message_cannot_be_claimed_again(spool: Spool) -> None:
 
 
 def test_a_sent_message_is_gone_for_a_flusher_that_opened_it_before(spool: Spool) -> None:
-    ident = spool.enqueue(MSG, envelope(), 1000.0)
+    ident = spool.enqueue(OUTGOING, 1000.0)
     with spool.claim(ident) as claim:
         assert claim is not None
         claim.sent()
@@ -64,7 +68,7 @@ def test_a_sent_message_is_gone_for_a_flusher_that_opened_it_before(spool: Spool
 
 
 def test_lock_of_a_killed_process_is_released(spool: Spool) -> None:
-    ident = spool.enqueue(MSG, envelope(), 1000.0)
+    ident = spool.enqueue(OUTGOING, 1000.0)
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the "flusher" that dies holding the lock
@@ -85,7 +89,7 @@ def test_backoff_doubles_and_is_capped() -> None:
     state = State()
     delays = []
     for _ in range(10):
-        state.backoff(0.0, "down")
+        state = state.deferred(0.0, "down", Schedule(), forced=False)
         delays.append(state.next_attempt)
     assert delays[:4] == [60.0, 120.0, 240.0, 480.0]
     assert delays[-1] == 3600.0
@@ -117,7 +121,7 @@ def deliverer(
 
 
 def test_temporary_failure_defers_with_backoff_then_respects_it(spool: Spool) -> None:
-    ident = spool.enqueue(MSG, envelope(), 1000.0)
+    ident = spool.enqueue(OUTGOING, 1000.0)
     d = deliverer(spool, [TemporaryFailure("down", 503)])
     assert d.attempt(ident, force=False) == DEFERRED
     state = spool.state(ident)
@@ -131,7 +135,7 @@ def test_temporary_failure_defers_with_backoff_then_respects_it(spool: Spool) ->
 def test_permanent_refusal_fails_and_bounces_to_sender(spool: Spool) -> None:
     from gaemail.errors import MessageRejected
 
-    ident = spool.enqueue(MSG, envelope(), 1000.0)
+    ident = spool.enqueue(OUTGOING, 1000.0)
     sent: list[tuple[bytes, bool]] = []
     d = deliverer(spool, [MessageRejected("Unauthorized sender", 400), None], sent=sent)
     assert d.attempt(ident, force=True) == FAILED
@@ -144,7 +148,7 @@ def test_permanent_refusal_fails_and_bounces_to_sender(spool: Spool) -> None:
 
 
 def test_expired_message_fails_without_sending(spool: Spool) -> None:
-    ident = spool.enqueue(MSG, envelope(created=0.0), 0.0)
+    ident = spool.enqueue(OUTGOING, 0.0)
     sent: list[tuple[bytes, bool]] = []
     d = deliverer(spool, [None], now=6 * 86400.0, sent=sent)
     assert d.attempt(ident, force=True) == FAILED
@@ -152,7 +156,7 @@ def test_expired_message_fails_without_sending(spool: Spool) -> None:
 
 
 def test_busy_when_another_holds_it(spool: Spool) -> None:
-    ident = spool.enqueue(MSG, envelope(), 1000.0)
+    ident = spool.enqueue(OUTGOING, 1000.0)
     with spool.claim(ident):
         assert deliverer(spool, []).attempt(ident, force=True) == BUSY
 
@@ -162,7 +166,7 @@ def test_journal_writes_one_syslog_line(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(path)
         server.settimeout(5)
-        Journal("gmail", {"GMAIL_SYSLOG_SOCKET": path}).record("sent", "ID1", envelope())
+        Journal("gmail", {"GMAIL_SYSLOG_SOCKET": path}).record("sent", "ID1", entry())
         packet = server.recv(65536).decode()
     assert packet.startswith("<22>")  # facility mail, severity info
     assert "gmail[" in packet

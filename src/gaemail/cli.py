@@ -23,10 +23,9 @@ from gaemail.errors import (
 )
 from gaemail.message.compose import Defaults, Outgoing, compose_mail, prepare_message
 from gaemail.message.envelope import RecipientResolver
-from gaemail.queue import operations as queueing
+from gaemail.queue import delivery, listing
 from gaemail.queue.journal import Journal
-from gaemail.queue.spool import Envelope as QueuedEnvelope
-from gaemail.queue.spool import Spool, State
+from gaemail.queue.spool import Entry, Schedule, Spool, State, open_spool
 
 TYPE_CHECKING = False  # no run-time typing: see the module's docstring
 if TYPE_CHECKING:
@@ -79,7 +78,8 @@ def _dispatch(inv: argv.Invocation, env: Environment) -> int:
         return EX_OK
     settings = Settings(inv.settings, env.environ)
     if inv.mode == "list":
-        env.stdout.write(queueing.listing(queueing.open_spool(settings, env.environ)))
+        spool = open_spool(settings, env.environ, must_exist=True)
+        env.stdout.write(listing.listing(spool))
         return EX_OK
     if inv.mode == "flush":
         return _flush(settings, env, verbose=inv.verbose)
@@ -97,7 +97,7 @@ def delivery_mode(inv: argv.Invocation) -> str:
 def _deliver(
     outgoing: Outgoing, mode: str, settings: Settings, env: Environment, verbose: bool
 ) -> int:
-    journal = Journal(env.program, env.environ)
+    journal = Journal(env.program, env.environ, env.stderr)
     if mode in ("none", "interactive"):
         try:
             send_now(outgoing, settings)
@@ -116,9 +116,9 @@ def _deliver(
             _flush_due_in_background(settings, env, journal)
         return EX_OK
     ident = _enqueue(outgoing, settings, env, journal)
-    if mode == "background" and queueing.can_deliver(settings) and queueing.detach():
+    if mode == "background" and delivery.can_deliver(settings) and delivery.detach():
         try:
-            queueing.deliver_in_background(_spool(settings, env), settings, journal, ident)
+            delivery.deliver_in_background(_spool(settings, env), settings, journal, ident)
         finally:
             os._exit(EX_OK)
     if verbose:
@@ -127,7 +127,7 @@ def _deliver(
 
 
 def _spool(settings: Settings, env: Environment) -> Spool:
-    return queueing.open_spool(settings, env.environ)
+    return open_spool(settings, env.environ)
 
 
 def _enqueue(
@@ -136,48 +136,39 @@ def _enqueue(
     """Queue durably; from here on the message is ours and the caller may go."""
     spool = _spool(settings, env)
     clock = time.time()
-    envelope = QueuedEnvelope(
-        message_id=outgoing.message_id,
-        sender=outgoing.envelope.sender,
-        recipients=outgoing.envelope.recipients,
-        fix_sender=outgoing.fix_sender,
-        created=clock,
-        size=len(outgoing.data),
-    )
-    ident = spool.enqueue(outgoing.data, envelope, clock)
+    ident = spool.enqueue(outgoing, clock)
     if deferred:
-        state = State()
-        state.backoff(clock, deferred)
-        spool.write_state(ident, state)
-    journal.record("queued", ident, envelope, deferred)
+        schedule = Schedule.from_settings(settings)
+        spool.write_state(ident, State().deferred(clock, deferred, schedule, forced=False))
+    journal.record("queued", ident, Entry.of(outgoing, clock), deferred)
     return ident
 
 
 def _flush_due_in_background(settings: Settings, env: Environment, journal: Journal) -> None:
     """After a successful send the proxy is up: try what waits in the queue."""
     spool = _spool(settings, env)
-    if spool.can_list() and spool.ids() and queueing.detach():
+    if spool.can_list() and spool.ids() and delivery.detach():
         try:
-            queueing.deliver_in_background(spool, settings, journal)
+            delivery.deliver_in_background(spool, settings, journal)
         finally:
             os._exit(EX_OK)
 
 
 def _flush(settings: Settings, env: Environment, verbose: bool) -> int:
     """gmail -q: attempt everything now, ignoring backoff, like exim -qf."""
-    outcomes = queueing.flush(
-        _spool(settings, env),
+    outcomes = delivery.flush(
+        open_spool(settings, env.environ),
         settings,
-        Journal(env.program, env.environ),
+        Journal(env.program, env.environ, env.stderr),
         force=True,
-        progress=queueing.terminal_progress(env.stderr),
+        progress=listing.terminal_progress(env.stderr),
     )
     if verbose or env.stderr.isatty():
-        env.stderr.write(f"{env.program}: {queueing.summary(outcomes)}\n")
+        env.stderr.write(f"{env.program}: {listing.summary(outcomes)}\n")
     elif outcomes.get("failed"):
         env.stderr.write(
             f"{env.program}: {outcomes['failed']} message(s) failed for good; "
-            "see mailq --failed and the mail log\n"
+            "see `gaemail queue list --failed` and the mail log\n"
         )
     return EX_OK
 
@@ -227,4 +218,4 @@ def build(
 
 def send_now(outgoing: Outgoing, settings: Settings) -> None:
     """Sign and POST the message; returns only when the proxy accepted it."""
-    queueing.one_shot_sender(settings)(outgoing.data, outgoing.fix_sender)
+    delivery.one_shot_sender(settings)(outgoing.data, outgoing.fix_sender)

@@ -66,6 +66,20 @@ SPECS: dict[str, Spec] = {
         ),
         Spec("timeout", "--timeout", "GMAIL_TIMEOUT", "seconds to wait for the proxy", "30"),
         Spec(
+            "retry",
+            "--retry",
+            "GMAIL_RETRY",
+            "retry schedule of the queue: FIRST,MAX (the wait doubles from FIRST up to MAX)",
+            "1m,1h",
+        ),
+        Spec(
+            "max_age",
+            "--max-age",
+            "GMAIL_MAX_AGE",
+            "how long the queue keeps trying a message before it fails and bounces",
+            "5d",
+        ),
+        Spec(
             "queue_dir",
             "--queue-dir",
             "GMAIL_QUEUE_DIR",
@@ -167,6 +181,33 @@ class Settings:
             )
         return seconds
 
+    def retry_schedule(self) -> tuple[float, float]:
+        """(first wait, longest wait) in seconds."""
+        setting = self.require("retry")
+        first, comma, longest = setting.value.partition(",")
+        try:
+            waits = (parse_duration(first), parse_duration(longest if comma else first))
+        except ValueError:
+            waits = (0.0, -1.0)
+        if not 0 < waits[0] <= waits[1]:
+            raise ConfigurationError(
+                f"retry schedule from {setting.source} must be FIRST,MAX with 0 < FIRST <= MAX,"
+                " each a number of seconds or with a unit s, m, h or d (e.g. 1m,1h)"
+            )
+        return waits
+
+    def max_age(self) -> float:
+        setting = self.require("max_age")
+        try:
+            seconds = parse_duration(setting.value)
+        except ValueError:
+            seconds = -1.0
+        if seconds <= 0:
+            raise ConfigurationError(
+                f"maximum age from {setting.source} must be a duration such as 5d or 12h"
+            )
+        return seconds
+
     def _resolve(self, spec: Spec) -> Setting | None:
         flag_value = self._flags.get(spec.key)
         if flag_value is not None:
@@ -214,3 +255,16 @@ class Settings:
             else:
                 rows.append((spec.env, setting.display, setting.source))
         return rows
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '5m', '1h' or '5d'; raises ValueError otherwise."""
+    text = text.strip().lower()
+    scale = _UNITS.get(text[-1:], 0.0)
+    number = float(text[:-1] if scale else text)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(text)
+    return number * (scale or 1.0)

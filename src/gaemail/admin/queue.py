@@ -1,28 +1,35 @@
-"""`gaemail queue ...`: look at, flush and set up the local queue."""
+"""`gaemail queue ...`: look at, change, flush and set up the local queue."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import time
 from collections.abc import Callable
 
 import click
 
 from gaemail.config import Settings
 from gaemail.errors import LocalIOError
-from gaemail.queue import operations as queueing
+from gaemail.queue import control, daemon, delivery, listing
 from gaemail.queue.journal import Journal
-from gaemail.queue.spool import SUBDIRS, Spool, age_text, now
+from gaemail.queue.spool import SUBDIRS, TRIGGER, Spool, age_text, open_spool
 
 
 def _settings(
-    queue_dir: str | None, url: str | None = None, secret_file: str | None = None
+    queue_dir: str | None,
+    url: str | None = None,
+    secret_file: str | None = None,
+    retry: str | None = None,
+    max_age: str | None = None,
 ) -> Settings:
-    return Settings({"queue_dir": queue_dir, "url": url, "secret": secret_file})
+    flags = {"queue_dir": queue_dir, "url": url, "secret": secret_file}
+    return Settings({**flags, "retry": retry, "max_age": max_age})
 
 
 def _spool(queue_dir: str | None) -> Spool:
-    return queueing.open_spool(_settings(queue_dir), os.environ)
+    return open_spool(_settings(queue_dir), os.environ, must_exist=True)
 
 
 queue_dir_option = click.option(
@@ -33,15 +40,15 @@ failed_option = click.option("--failed", is_flag=True, help="The failed area ins
 
 @click.group("queue")
 def queue() -> None:
-    """The local queue: list, show, delete, flush, run, init."""
+    """The local queue: list, show, hold, release, retry, delete, flush, run, init."""
 
 
 @queue.command("list")
 @queue_dir_option
 @failed_option
 def list_command(queue_dir: str | None, failed: bool) -> None:
-    """List queued messages (what mailq shows)."""
-    click.echo(queueing.listing(_spool(queue_dir), failed), nl=False)
+    """List queued messages (what mailq shows), or the failed ones."""
+    click.echo(listing.listing(_spool(queue_dir), failed), nl=False)
 
 
 @queue.command("show")
@@ -57,13 +64,14 @@ def show_command(ident: str, queue_dir: str | None, failed: bool) -> None:
         data = spool.read(ident, area)[1]
     except FileNotFoundError:
         raise LocalIOError(f"no {'failed' if failed else 'queued'} message {ident}") from None
-    env = item.envelope
+    entry = item.entry
     click.echo(f"Queue-Id: {item.id}")
-    click.echo(f"Message-Id: {env.message_id}")
-    click.echo(f"Sender: <{env.sender or ''}>")
-    click.echo(f"Recipients: {', '.join(env.recipients)}")
+    click.echo(f"Message-Id: {entry.message_id}")
+    click.echo(f"Sender: <{entry.envelope.sender or ''}>")
+    click.echo(f"Recipients: {', '.join(entry.envelope.recipients)}")
     click.echo(
-        f"Age: {age_text(now() - env.created)}  Size: {env.size}  Attempts: {item.state.attempts}"
+        f"Age: {age_text(time.time() - entry.created)}  Size: {entry.size}  "
+        f"Attempts: {item.state.attempts}  Status: {item.state.status()}"
     )
     if item.state.last_error:
         click.echo(f"Last-Error: {item.state.last_error}")
@@ -72,44 +80,89 @@ def show_command(ident: str, queue_dir: str | None, failed: bool) -> None:
     sys.stdout.buffer.write(data)
 
 
+def _each(idents: tuple[str, ...], every: bool, spool: Spool, area: str) -> list[str]:
+    if every and idents:
+        raise click.UsageError("give message ids or --all, not both")
+    if not every and not idents:
+        raise click.UsageError("give the ids of the messages, or --all")
+    return spool.ids(area) if every else list(idents)
+
+
+all_option = click.option("--all", "every", is_flag=True, help="Every message of the area.")
+
+
 @queue.command("delete")
-@click.argument("ident", nargs=-1, required=True)
+@click.argument("ident", nargs=-1)
+@all_option
 @queue_dir_option
 @failed_option
-def delete_command(ident: tuple[str, ...], queue_dir: str | None, failed: bool) -> None:
-    """Remove messages from the queue without sending them."""
+def delete_command(
+    ident: tuple[str, ...], every: bool, queue_dir: str | None, failed: bool
+) -> None:
+    """Remove messages from the queue (or from the failed area) without sending them."""
     spool = _spool(queue_dir)
-    for one in ident:
-        try:
-            spool.delete(one, "failed" if failed else "new")
-        except FileNotFoundError:
-            raise LocalIOError(f"no {'failed' if failed else 'queued'} message {one}") from None
+    area = "failed" if failed else "new"
+    for one in _each(ident, every, spool, area):
+        control.delete(spool, one, area)
         click.echo(f"deleted {one}")
 
 
-def _flush(
-    queue_dir: str | None,
-    url: str | None,
-    secret_file: str | None,
-    *,
-    force: bool,
-    jobs: int,
-    quiet: bool,
-) -> None:
-    settings = _settings(queue_dir, url, secret_file)
-    outcomes = queueing.flush(
-        queueing.open_spool(settings, os.environ),
+@queue.command("hold")
+@click.argument("ident", nargs=-1)
+@all_option
+@queue_dir_option
+def hold_command(ident: tuple[str, ...], every: bool, queue_dir: str | None) -> None:
+    """Keep messages in the queue, unattempted, until released."""
+    spool = _spool(queue_dir)
+    for one in _each(ident, every, spool, "new"):
+        control.hold(spool, one)
+        click.echo(f"held {one}")
+
+
+@queue.command("release")
+@click.argument("ident", nargs=-1)
+@all_option
+@queue_dir_option
+def release_command(ident: tuple[str, ...], every: bool, queue_dir: str | None) -> None:
+    """Let held messages go again, due at once."""
+    spool = _spool(queue_dir)
+    for one in _each(ident, every, spool, "new"):
+        control.release(spool, one)
+        click.echo(f"released {one}")
+
+
+@queue.command("retry")
+@click.argument("ident", nargs=-1)
+@all_option
+@queue_dir_option
+@failed_option
+def retry_command(ident: tuple[str, ...], every: bool, queue_dir: str | None, failed: bool) -> None:
+    """Make messages due now; from the failed area (--failed, or a failed id) back into the queue.
+
+    The deliverer sends them at its next round (`gaemail queue flush` sends them at once).
+    """
+    spool = _spool(queue_dir)
+    for one in _each(ident, every, spool, "failed" if failed else "new"):
+        area = control.retry(spool, one)
+        click.echo(f"requeued {one}" + (" from the failed area" if area == "failed" else ""))
+    spool.wake()
+
+
+def _flush(settings: Settings, *, force: bool, jobs: int, quiet: bool) -> None:
+    outcomes = delivery.flush(
+        open_spool(settings, os.environ),
         settings,
-        Journal("gaemail", os.environ),
+        Journal("gaemail", os.environ, sys.stderr),
         force=force,
         jobs=jobs,
-        progress=queueing.terminal_progress(sys.stderr),
+        progress=listing.terminal_progress(sys.stderr),
     )
     if not quiet or sys.stderr.isatty():
-        click.echo(queueing.summary(outcomes), err=True)
-    elif outcomes.get("failed"):
+        click.echo(listing.summary(outcomes), err=True)
+    elif outcomes.get(delivery.FAILED):
         click.echo(
-            f"{outcomes['failed']} message(s) failed for good; see `gaemail queue list --failed`",
+            f"{outcomes[delivery.FAILED]} message(s) failed for good; "
+            "see `gaemail queue list --failed`",
             err=True,
         )
 
@@ -123,6 +176,10 @@ def flush_options(f: Callable[..., None]) -> Callable[..., None]:
             type=click.IntRange(1, 32),
             help="Messages in flight at once.",
         ),
+        click.option(
+            "--max-age", help="Give up on a message after this long (else GMAIL_MAX_AGE, 5d)."
+        ),
+        click.option("--retry", help="Retry schedule FIRST,MAX (else GMAIL_RETRY, 1m,1h)."),
         click.option("--secret-file", help="As gmail's --secret-file."),
         click.option("--url", help="As gmail's --url."),
         queue_dir_option,
@@ -134,17 +191,48 @@ def flush_options(f: Callable[..., None]) -> Callable[..., None]:
 @queue.command("flush")
 @flush_options
 def flush_command(
-    queue_dir: str | None, url: str | None, secret_file: str | None, jobs: int
+    queue_dir: str | None,
+    url: str | None,
+    secret_file: str | None,
+    retry: str | None,
+    max_age: str | None,
+    jobs: int,
 ) -> None:
-    """Attempt every queued message now, ignoring backoff (like gmail -q)."""
-    _flush(queue_dir, url, secret_file, force=True, jobs=jobs, quiet=False)
+    """Attempt every queued message now, ignoring backoff (like gmail -q).
+
+    A manual flush does not push the retry schedule further out.
+    """
+    settings = _settings(queue_dir, url, secret_file, retry, max_age)
+    _flush(settings, force=True, jobs=jobs, quiet=False)
 
 
 @queue.command("run")
 @flush_options
-def run_command(queue_dir: str | None, url: str | None, secret_file: str | None, jobs: int) -> None:
-    """Attempt the messages that are due: what the deliverer service runs."""
-    _flush(queue_dir, url, secret_file, force=False, jobs=jobs, quiet=True)
+@click.option(
+    "--daemon",
+    "daemon_mode",
+    is_flag=True,
+    help="Keep running: send new mail as it arrives and retry on the schedule (until SIGTERM).",
+)
+def run_command(
+    queue_dir: str | None,
+    url: str | None,
+    secret_file: str | None,
+    retry: str | None,
+    max_age: str | None,
+    jobs: int,
+    daemon_mode: bool,
+) -> None:
+    """Attempt the messages that are due: what the deliverer service runs.
+
+    With --daemon it keeps running, reading the settings afresh for every round.
+    """
+    settings = functools.partial(_settings, queue_dir, url, secret_file, retry, max_age)
+    if not daemon_mode:
+        _flush(settings(), force=False, jobs=jobs, quiet=True)
+        return
+    spool = open_spool(settings(), os.environ, must_exist=True)
+    daemon.run(spool, settings, Journal("gaemail", os.environ, sys.stderr), jobs=jobs)
 
 
 @queue.command("init")
@@ -160,12 +248,13 @@ def init_command(queue_dir: str | None, owner: str) -> None:
     """Create a queue every local user can drop mail into (run as root).
 
     tmp/ and new/ become mode 3733 (anyone may add, nobody may list, files
-    inherit the deliverer's group); state/ and failed/ belong to the deliverer.
+    inherit the deliverer's group); state/ and failed/ belong to the deliverer;
+    the trigger FIFO that wakes the deliverer daemon is writable by all.
     """
     import grp
     import pwd
 
-    spool = _spool(queue_dir)
+    spool = open_spool(_settings(queue_dir), os.environ)
     try:
         account = pwd.getpwnam(owner)
     except KeyError:
@@ -182,4 +271,9 @@ def init_command(queue_dir: str | None, owner: str) -> None:
         os.makedirs(path, exist_ok=True)
         os.chown(path, account.pw_uid, account.pw_gid)
         os.chmod(path, modes[name])
+    trigger = spool.dir(TRIGGER)
+    if not spool.is_trigger():
+        os.mkfifo(trigger)
+    os.chown(trigger, account.pw_uid, account.pw_gid)
+    os.chmod(trigger, 0o622)  # noqa: S103 - every sender may wake the deliverer; it alone reads
     click.echo(f"queue ready at {spool.path} (deliverer {owner}, group {group})")

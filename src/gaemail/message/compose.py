@@ -14,21 +14,22 @@ shows in a delivered header.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import formataddr, formatdate, getaddresses
+from typing import TYPE_CHECKING
 
 from gaemail.errors import MessageError, UsageError
-from gaemail.message.envelope import Envelope, RecipientResolver, address_key
+from gaemail.message.envelope import Envelope, RecipientResolver, address_key, unique_addresses
 
 # email.policy and email.message load only when a message needs them (a header to
-# fold or encode, a mail(1) body): they are most of what gmail's start-up would
-# cost otherwise (bench/).  Plain classes and no run-time typing for the same reason.
-TYPE_CHECKING = False
+# fold or encode, a mail(1) body): they are a large part of gmail's start-up (bench/).
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from email.message import EmailMessage
     from email.policy import EmailPolicy
 
@@ -46,32 +47,23 @@ _MBOX_FROM = re.compile(
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
 
 
+@dataclass(frozen=True)
 class Outgoing:
     """A message ready to sign: its bytes, envelope and the id that names it."""
 
-    __slots__ = ("data", "envelope", "fix_sender", "message_id")
-
-    def __init__(self, data: bytes, envelope: Envelope, message_id: str, fix_sender: bool):
-        self.data = data
-        self.envelope = envelope
-        self.message_id = message_id
-        self.fix_sender = fix_sender
+    data: bytes = dataclasses.field(repr=False)
+    envelope: Envelope
+    message_id: str
+    fix_sender: bool
 
 
+@dataclass(frozen=True)
 class Defaults:
     """What the caller's settings add to messages that lack it."""
 
-    __slots__ = ("clock", "hostname", "sender")
-
-    def __init__(
-        self,
-        sender: str | None = None,  # GMAIL_FROM
-        hostname: str = "localhost",
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.sender = sender
-        self.hostname = hostname
-        self.clock = clock
+    sender: str | None = None  # GMAIL_FROM
+    hostname: str = "localhost"
+    clock: Callable[[], float] = time.time
 
 
 @functools.cache
@@ -244,13 +236,13 @@ def prepare_message(
     block = HeaderBlock.split(read_input(raw, dot_ends))
     written = {name: _parse_pairs(block.values(name)) for name in _RECIPIENT_FIELDS}
     headers = {name: _resolve(pairs, resolver) for name, pairs in written.items()}
-    envelope = Envelope(sender=resolver.qualify_sender(sender))
-    envelope.add(a for _, a in _resolve(_parse_pairs(recipients), resolver))
+    to_deliver = [a for _, a in _resolve(_parse_pairs(recipients), resolver)]
     if read_headers:
-        envelope.add(a for name in _RECIPIENT_FIELDS for _, a in headers[name])
-    if not envelope.recipients:
+        to_deliver += [a for name in _RECIPIENT_FIELDS for _, a in headers[name]]
+    envelope_recipients = unique_addresses(to_deliver)
+    if not envelope_recipients:
         raise MessageError("no recipients: none in the arguments nor in To, Cc or Bcc")
-    in_envelope = {address_key(a) for a in envelope.recipients}
+    in_envelope = {address_key(a) for a in envelope_recipients}
 
     to = _unique([p for p in headers["to"] if address_key(p[1]) in in_envelope])
     cc = _unique(
@@ -258,19 +250,20 @@ def prepare_message(
         {address_key(a) for _, a in to},
     )
     shown = {address_key(a) for _, a in to + cc}
-    hidden = [("", a) for a in envelope.recipients if address_key(a) not in shown]
+    hidden = [("", a) for a in envelope_recipients if address_key(a) not in shown]
     for name, pairs in (("to", to), ("cc", cc)):
         if pairs != written[name]:
             block.replace(name, render_field(name.capitalize(), _format(pairs)) if pairs else None)
     block.replace("bcc", render_field("Bcc", _format(hidden)) if hidden else None)
 
-    _ensure_from(block, envelope.sender or defaults.sender, full_name, resolver)
+    envelope_sender = resolver.qualify_sender(sender)
+    _ensure_from(block, envelope_sender or defaults.sender, full_name, resolver)
     from_values = block.values("from")
     null_sender = sender is not None and sender.strip() in ("", "<>")
-    if envelope.sender is None and not null_sender:
+    if envelope_sender is None and not null_sender:
         # As sendmail: without -f the envelope sender is the message's author,
         # who is the one to tell if it cannot be delivered.
-        envelope.sender = _first_address(from_values)
+        envelope_sender = _first_address(from_values)
     if not block.has("date"):
         block.replace("date", render_field("Date", formatdate(defaults.clock(), localtime=True)))
     ids = block.values("message-id")
@@ -279,6 +272,7 @@ def prepare_message(
         domain = _domain_of(_first_address(from_values), defaults.hostname)
         message_id = new_message_id(domain, defaults.clock)
         block.replace("message-id", render_field("Message-ID", message_id))
+    envelope = Envelope(envelope_recipients, envelope_sender)
     return Outgoing(block.to_bytes(), envelope, message_id, fix_sender)
 
 
@@ -353,8 +347,10 @@ def compose_mail(
     message_id = new_message_id(_domain_of(from_value, defaults.hostname), defaults.clock)
     msg["Message-ID"] = message_id
     msg.set_content(_decode_text(body))
-    envelope = Envelope(sender=_first_address([from_value]) if from_value else None)
-    envelope.add(a for _, a in to_pairs + cc_pairs + bcc_pairs)
+    envelope = Envelope(
+        unique_addresses(a for _, a in to_pairs + cc_pairs + bcc_pairs),
+        _first_address([from_value]) if from_value else None,
+    )
     return Outgoing(msg.as_bytes(), envelope, message_id, fix_sender or not from_value)
 
 

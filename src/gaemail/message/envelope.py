@@ -1,40 +1,31 @@
-"""Recipients: splitting address lists, qualifying bare names, expanding aliases."""
+"""The envelope, and recipients: qualifying bare names, expanding aliases."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
 from gaemail.errors import ConfigurationError, NoSuchUserError, describe_os_error
 
-TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
 
-
+@dataclass(frozen=True)
 class Envelope:
     """Who the message goes to, whatever its headers say, and who sent it."""
 
-    __slots__ = ("recipients", "sender")
+    recipients: tuple[str, ...]
+    sender: str | None = None
 
-    def __init__(self, recipients: list[str] | None = None, sender: str | None = None) -> None:
-        self.recipients: list[str] = list(recipients or ())
-        self.sender = sender
 
-    def __repr__(self) -> str:
-        return f"Envelope(recipients={self.recipients!r}, sender={self.sender!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Envelope):
-            return NotImplemented
-        return (self.recipients, self.sender) == (other.recipients, other.sender)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def add(self, addresses: Iterable[str]) -> None:
-        """Add addresses, keeping the first spelling of each and dropping repeats."""
-        seen = {address_key(a) for a in self.recipients}
-        for address in addresses:
-            if address_key(address) not in seen:
-                seen.add(address_key(address))
-                self.recipients.append(address)
+def unique_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    """The addresses in order, keeping the first spelling of each and dropping repeats."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    for address in addresses:
+        key = address_key(address)
+        if key not in seen:
+            seen.add(key)
+            kept.append(address)
+    return tuple(kept)
 
 
 def address_key(address: str) -> str:
@@ -101,12 +92,6 @@ class RecipientResolver:
         self._default_domain = default_domain.strip().lstrip("@") if default_domain else None
         self._read_file = read_file or _read_text
         self._aliases: dict[str, list[str]] | None = None
-
-    def resolve_all(self, addresses: Iterable[str]) -> list[str]:
-        envelope = Envelope()
-        for address in addresses:
-            envelope.add(self.resolve(address))
-        return envelope.recipients
 
     def resolve(self, address: str, depth: int = 0) -> list[str]:
         if "@" in address:

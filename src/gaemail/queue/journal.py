@@ -1,39 +1,51 @@
-"""One syslog line per message and outcome, in the mail facility.
+"""The mail log: one syslog line per message and outcome, in the mail facility.
 
-Written straight to the syslog socket (/dev/log, which every user may write to),
-so no log file permissions stand between a cron job and its record; nothing is
-written when no syslog daemon listens.  GMAIL_SYSLOG_SOCKET names another socket.
+Written straight to the syslog socket (/dev/log, which every user may write to;
+GMAIL_SYSLOG_SOCKET names another), so no log file permissions stand between a
+cron job and its record.  Where no syslog daemon listens, the first line that
+cannot be written is said once on stderr instead of being dropped in silence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
+from collections.abc import Mapping
+from typing import TextIO
 
-TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from gaemail.queue.spool import Entry
 
-    from gaemail.queue.spool import Envelope
-
+SOCKET_VARIABLE = "GMAIL_SYSLOG_SOCKET"
+DEFAULT_SOCKET = "/dev/log"
 LOG_MAIL = 2 << 3
-SEVERITY = {"queued": 6, "sent": 6, "deferred": 4, "failed": 3, "bounced": 5}
+SEVERITY = {"queued": 6, "sent": 6, "deferred": 4, "held": 3, "failed": 3, "bounced": 5}
+MAX_FIELD = 1000  # a Message-ID or a reason is cut to this many characters
 
 
 class Journal:
-    def __init__(self, program: str, environ: Mapping[str, str]) -> None:
-        self.program = program
-        self.address = environ.get("GMAIL_SYSLOG_SOCKET") or "/dev/log"
+    """Writes the mail log of one program (gmail, gaemail)."""
 
-    def record(self, status: str, ident: str, envelope: Envelope, reason: str = "") -> None:
-        sender = envelope.sender or ""
+    _told_no_syslog = False  # per process: one line on stderr is enough
+
+    def __init__(
+        self, program: str, environ: Mapping[str, str], stderr: TextIO | None = None
+    ) -> None:
+        self.program = program
+        self.address = environ.get(SOCKET_VARIABLE) or DEFAULT_SOCKET
+        self.stderr = stderr
+
+    def record(self, status: str, ident: str, entry: Entry, reason: str = "") -> None:
+        """One outcome of one message; `ident` is its queue id, or '-' when never queued."""
+        envelope = entry.envelope
         line = (
-            f"{ident}: status={status} msgid={envelope.message_id} from=<{sender}> "
-            f"to=<{','.join(envelope.recipients)}> size={envelope.size}"
+            f"{ident}: status={status} msgid={_clean(entry.message_id)} "
+            f"from=<{_clean(envelope.sender or '')}> "
+            f"to=<{_clean(','.join(envelope.recipients))}> size={entry.size}"
         )
         if reason:
-            line += f" reason={' '.join(reason.split())}"
+            line += f" reason={_clean(reason)}"
         self.write(SEVERITY.get(status, 6), line)
 
     def write(self, severity: int, line: str) -> None:
@@ -43,5 +55,22 @@ class Journal:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 sock.connect(self.address)
                 sock.send(packet.encode("utf-8", "replace")[:8192])
-        except OSError:
-            pass  # no syslog here: the exit status and stderr still tell the caller
+        except OSError as exc:
+            self._no_syslog(exc, line)
+
+    def _no_syslog(self, exc: OSError, line: str) -> None:
+        if self.stderr is None or Journal._told_no_syslog:
+            return
+        Journal._told_no_syslog = True
+        with contextlib.suppress(OSError, ValueError):  # stderr closed too: the exit says it
+            self.stderr.write(
+                f"{self.program}: cannot write the mail log to {self.address} "
+                f"({exc.strerror or exc}; {SOCKET_VARIABLE} names another socket): {line}\n"
+            )
+
+
+def _clean(text: str) -> str:
+    """One log field: control characters escaped, whitespace runs folded, length capped."""
+    folded = " ".join(text.split())
+    escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in folded)
+    return escaped if len(escaped) <= MAX_FIELD else escaped[:MAX_FIELD] + "..."

@@ -1,11 +1,12 @@
-"""The durable local queue: one file per message, Maildir discipline, flock locks.
+"""The spool on disk: one file per message, Maildir discipline, flock locks.
 
 Layout under the queue directory:
 
     tmp/     messages being written; never read by a flush
-    new/     complete messages, each `ID` = a JSON envelope line + the wire message
-    state/   `ID.json`: attempts, next attempt, last error (written by deliverers)
+    new/     complete messages, each `ID` = a JSON entry line + the wire message
+    state/   `ID.json`: attempts, next attempt, last error, hold (written by deliverers)
     failed/  messages refused for good or expired, with their state
+    trigger  a FIFO: a sender writes a byte to it to wake the deliverer daemon
 
 A message is written to tmp/, fsynced, renamed into new/ and the directory
 fsynced before anyone is told it is queued, so a crash at any point loses nothing
@@ -24,111 +25,158 @@ account, which alone can read the secret, signs and sends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
 import os
-import time
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
-from gaemail.errors import LocalIOError, describe_os_error
-
-TYPE_CHECKING = False  # plain classes, no typing: every queued message pays imports
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from gaemail.config import Settings
+from gaemail.errors import ConfigurationError, LocalIOError, describe_os_error
+from gaemail.message.compose import Outgoing
+from gaemail.message.envelope import Envelope
 
 SUBDIRS = ("tmp", "new", "state", "failed")
-MAX_AGE_SECONDS = 5 * 24 * 3600  # as sendmail's Timeout.queuereturn
-BACKOFF_FIRST = 60.0
-BACKOFF_MAX = 3600.0
+TRIGGER = "trigger"
+SHARED_QUEUE = "/var/spool/gaemail"
 STALE_TMP_SECONDS = 36 * 3600  # Maildir's rule for abandoned tmp files
 
 
-class _Record:
-    """A value saved as JSON: its FIELDS, compared and shown by value."""
+@dataclass(frozen=True)
+class Schedule:
+    """When to try again: `first` seconds, doubling up to `maximum`; give up after `max_age`."""
 
-    __slots__ = ()
-    FIELDS: tuple[str, ...] = ()
+    first: float = 60.0
+    maximum: float = 3600.0
+    max_age: float = 5 * 24 * 3600.0  # as sendmail's Timeout.queuereturn
 
-    def to_dict(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.FIELDS}
+    def delay(self, attempts: int) -> float:
+        """The wait after the `attempts`-th scheduled attempt failed (1 for the first)."""
+        return float(min(self.first * 2 ** max(0, attempts - 1), self.maximum))
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.to_dict()!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, _Record)
-        return self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Schedule:
+        first, maximum = settings.retry_schedule()
+        return cls(first=first, maximum=maximum, max_age=settings.max_age())
 
 
-class Envelope(_Record):
-    """What the queue keeps beside the message (the JSON line before it)."""
+@dataclass(frozen=True)
+class Entry:
+    """What the queue keeps beside a message: the JSON line before it.
 
-    FIELDS = ("message_id", "sender", "recipients", "fix_sender", "created", "size")
-    __slots__ = FIELDS
+    On disk the envelope's fields are written flat, as they always were.
+    """
 
-    def __init__(
-        self,
-        message_id: str,
-        sender: str | None,
-        recipients: list[str],
-        fix_sender: bool,
-        created: float,
-        size: int,
-    ) -> None:
-        self.message_id = message_id
-        self.sender = sender
-        self.recipients = recipients
-        self.fix_sender = fix_sender
-        self.created = created
-        self.size = size
+    message_id: str
+    envelope: Envelope
+    fix_sender: bool
+    created: float
+    size: int
 
+    @classmethod
+    def of(cls, outgoing: Outgoing, created: float) -> Entry:
+        return cls(
+            outgoing.message_id,
+            outgoing.envelope,
+            outgoing.fix_sender,
+            created,
+            len(outgoing.data),
+        )
 
-class State(_Record):
-    """Delivery history of one message."""
+    def to_json(self) -> bytes:
+        fields = {
+            "message_id": self.message_id,
+            "sender": self.envelope.sender,
+            "recipients": list(self.envelope.recipients),
+            "fix_sender": self.fix_sender,
+            "created": self.created,
+            "size": self.size,
+        }
+        return json.dumps(fields, separators=(",", ":")).encode()
 
-    FIELDS = ("attempts", "next_attempt", "last_error", "permanent")
-    __slots__ = FIELDS
-
-    def __init__(
-        self,
-        attempts: int = 0,
-        next_attempt: float = 0.0,
-        last_error: str = "",
-        permanent: bool = False,
-    ) -> None:
-        self.attempts = attempts
-        self.next_attempt = next_attempt
-        self.last_error = last_error
-        self.permanent = permanent
-
-    def backoff(self, now: float, error: str) -> None:
-        self.attempts += 1
-        self.last_error = error
-        delay = min(BACKOFF_FIRST * 2 ** (self.attempts - 1), BACKOFF_MAX)
-        self.next_attempt = now + delay
+    @classmethod
+    def from_json(cls, line: bytes) -> Entry:
+        fields = json.loads(line)
+        envelope = Envelope(tuple(fields["recipients"]), fields["sender"])
+        return cls(
+            fields["message_id"],
+            envelope,
+            bool(fields["fix_sender"]),
+            float(fields["created"]),
+            int(fields["size"]),
+        )
 
 
+@dataclass(frozen=True)
+class State:
+    """The delivery history of one message.
+
+    `held`: an administrator's hold; no flush attempts it until released.
+    `setup`: the last attempt failed for a setup mistake (a key the proxy does not
+    know, an unreadable secret, a wrong URL); the message waits for the fix,
+    retried on the schedule, and never expires or bounces for it.
+    """
+
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str = ""
+    permanent: bool = False
+    held: bool = False
+    setup: bool = False
+    backoffs: int = 0  # the scheduled attempts that failed: they set the next wait
+
+    def deferred(
+        self, now: float, error: str, schedule: Schedule, *, setup: bool = False, forced: bool
+    ) -> State:
+        """After a failed attempt.
+
+        A forced attempt (gmail -q) made before the next scheduled one leaves the
+        schedule as it was: a person trying now does not push the retries further out.
+        """
+        changed = dataclasses.replace(
+            self, attempts=self.attempts + 1, last_error=error, setup=setup
+        )
+        if forced and self.next_attempt > now:
+            return changed
+        backoffs = self.backoffs + 1
+        return dataclasses.replace(
+            changed, backoffs=backoffs, next_attempt=now + schedule.delay(backoffs)
+        )
+
+    def failed(self, error: str) -> State:
+        return dataclasses.replace(
+            self, attempts=self.attempts + 1, last_error=error, permanent=True, setup=False
+        )
+
+    def status(self) -> str:
+        """One word for mailq: queued, held, waiting (for a setup fix) or failed."""
+        if self.permanent:
+            return "failed"
+        if self.held:
+            return "held"
+        if self.setup:
+            return "setup"
+        return "queued"
+
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, object]) -> State:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in fields.items() if k in names})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class Item:
-    """A queued message as listed: its id, envelope and state."""
+    """A queued message as listed: its id, entry and state."""
 
-    __slots__ = ("envelope", "id", "state")
-
-    def __init__(self, id: str, envelope: Envelope, state: State | None = None) -> None:
-        self.id = id
-        self.envelope = envelope
-        self.state = state or State()
+    id: str
+    entry: Entry
+    state: State
 
 
-SHARED_QUEUE = "/var/spool/gaemail"
-
-
-def default_queue_dir(
-    environ: dict[str, str] | os._Environ[str], shared: str = SHARED_QUEUE
-) -> str:
+def default_queue_dir(environ: Mapping[str, str], shared: str = SHARED_QUEUE) -> str:
     """The shared queue for root, and for everyone once `gaemail queue init` made it
     a drop box they can write to; else a per-user state directory.
 
@@ -140,6 +188,23 @@ def default_queue_dir(
         environ.get("HOME") or os.path.expanduser("~"), ".local", "state"
     )
     return os.path.join(base, "gaemail", "queue")
+
+
+def open_spool(
+    settings: Settings, environ: Mapping[str, str], *, must_exist: bool = False
+) -> Spool:
+    """The queue the settings name, else the default one.
+
+    With `must_exist` (listing, flushing), a queue directory that was named but
+    does not exist is an error: a mistyped --queue-dir is not an empty queue.
+    """
+    setting = settings.get("queue_dir")
+    spool = Spool(setting.value if setting else default_queue_dir(environ))
+    if must_exist and setting is not None and not os.path.isdir(spool.path):
+        raise ConfigurationError(
+            f"the queue directory {spool.path} (from {setting.source}) does not exist"
+        )
+    return spool
 
 
 def new_id(clock: float) -> str:
@@ -158,20 +223,26 @@ class Spool:
 
     def ensure(self) -> None:
         """Create a private queue (per-user) if it is not there yet."""
-        for name in SUBDIRS:
-            try:
+        try:
+            for name in SUBDIRS:
                 os.makedirs(self.dir(name), mode=0o700, exist_ok=True)
-            except OSError as exc:
-                raise LocalIOError(f"cannot create the queue: {describe_os_error(exc)}") from None
+            with contextlib.suppress(FileExistsError):
+                os.mkfifo(self.dir(TRIGGER), 0o600)
+        except OSError as exc:
+            raise LocalIOError(
+                f"cannot create the queue at {self.path}: {describe_os_error(exc)}; set "
+                "GMAIL_QUEUE_DIR to a directory this user may write, or have root run "
+                "`gaemail queue init` to make the shared queue every user can drop mail into"
+            ) from None
 
     # -- producers ---------------------------------------------------------------
 
-    def enqueue(self, data: bytes, envelope: Envelope, clock: float) -> str:
+    def enqueue(self, outgoing: Outgoing, clock: float) -> str:
         """Write a message durably; returns its queue id once it is safe on disk."""
         if not os.path.isdir(self.dir("new")):
             self.ensure()
         ident = new_id(clock)
-        header = json.dumps(envelope.to_dict(), separators=(",", ":")).encode() + b"\n"
+        header = Entry.of(outgoing, clock).to_json() + b"\n"
         tmp_path = os.path.join(self.dir("tmp"), ident)
         new_path = os.path.join(self.dir("new"), ident)
         written = [tmp_path]  # what to take back if the message cannot be made safe
@@ -180,7 +251,7 @@ class Spool:
             try:
                 # Whatever the caller's umask, the deliverer's group must read it.
                 os.fchmod(fd, 0o640)
-                _write_all(fd, header + data)
+                _write_all(fd, header + outgoing.data)
                 os.fsync(fd)
                 os.rename(tmp_path, new_path)
                 written.append(new_path)
@@ -197,8 +268,23 @@ class Spool:
             for path in written:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-            raise LocalIOError(f"cannot queue the message: {describe_os_error(exc)}") from None
+            raise LocalIOError(
+                f"cannot queue the message in {self.path}: {describe_os_error(exc)}"
+            ) from None
+        self.wake()
         return ident
+
+    def wake(self) -> None:
+        """Tell a deliverer daemon, if one listens, that there is mail to send."""
+        try:
+            fd = os.open(self.dir(TRIGGER), os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return  # no daemon reading (ENXIO), no trigger, or not ours to write
+        try:
+            with contextlib.suppress(OSError):  # a full pipe has woken it already
+                os.write(fd, b"\n")
+        finally:
+            os.close(fd)
 
     # -- deliverers --------------------------------------------------------------
 
@@ -206,43 +292,45 @@ class Spool:
         """False in a shared drop box for anyone but its deliverer (mode 3733)."""
         return os.access(self.dir("new"), os.R_OK | os.X_OK)
 
-    def ids(self) -> list[str]:
-        """Queued ids, oldest first."""
+    def ids(self, area: str = "new") -> list[str]:
+        """Queued (or failed) ids, oldest first."""
         try:
-            return sorted(n for n in os.listdir(self.dir("new")) if not n.startswith("."))
+            names = os.listdir(self.dir(area))
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise LocalIOError(f"cannot list the queue: {describe_os_error(exc)}") from None
+        return sorted(n for n in names if not n.startswith(".") and not n.endswith(".json"))
 
     def failed_ids(self) -> list[str]:
-        try:
-            names = os.listdir(self.dir("failed"))
-        except FileNotFoundError:
-            return []
-        return sorted(n for n in names if not n.endswith(".json"))
+        return self.ids("failed")
 
-    def read(self, ident: str, area: str = "new") -> tuple[Envelope, bytes]:
+    def read(self, ident: str, area: str = "new") -> tuple[Entry, bytes]:
         with open(self._message_path(ident, area), "rb") as f:
             return _parse(f.read())
+
+    def entry(self, ident: str, area: str = "new") -> Entry:
+        """The entry alone: its first line, without reading the message."""
+        with open(self._message_path(ident, area), "rb") as f:
+            return Entry.from_json(f.readline())
 
     def state(self, ident: str, area: str = "new") -> State:
         path = self._state_path(ident, area)
         try:
             with open(path, encoding="utf-8") as f:
-                return State(**json.load(f))
+                return State.from_dict(json.load(f))
         except FileNotFoundError:
             return State()
         except (OSError, ValueError, TypeError):
             return State(last_error=f"unreadable state file {path}")
 
     def item(self, ident: str, area: str = "new") -> Item:
-        return Item(ident, self.read(ident, area)[0], self.state(ident, area))
+        return Item(ident, self.entry(ident, area), self.state(ident, area))
 
     @contextlib.contextmanager
-    def claim(self, ident: str) -> Iterator[Claim | None]:
-        """Lock a queued message for one delivery attempt; None if someone else has it."""
-        path = self._message_path(ident, "new")
+    def claim(self, ident: str, area: str = "new") -> Iterator[Claim | None]:
+        """Lock a message for one attempt or change; None if someone else has it."""
+        path = self._message_path(ident, area)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -261,13 +349,13 @@ class Spool:
                 yield None
                 return
             with os.fdopen(os.dup(fd), "rb") as f:
-                envelope, data = _parse(f.read())
-            yield Claim(self, ident, envelope, data, self.state(ident))
+                entry, data = _parse(f.read())
+            yield Claim(self, ident, area, entry, data, self.state(ident, area))
         finally:
             os.close(fd)  # releases the lock
 
     def _message_path(self, ident: str, area: str) -> str:
-        if "/" in ident or ident.startswith("."):
+        if not ident or "/" in ident or ident.startswith(".") or ident.endswith(".json"):
             raise LocalIOError(f"no queued message {ident!r}")
         return os.path.join(self.dir(area), ident)
 
@@ -279,7 +367,7 @@ class Spool:
         path = self._state_path(ident, area)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(state.to_dict(), f)
+            json.dump(dataclasses.asdict(state), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -314,39 +402,58 @@ class Spool:
                         removed += 1
         return removed
 
+    def is_trigger(self) -> bool:
+        try:
+            return stat.S_ISFIFO(os.stat(self.dir(TRIGGER)).st_mode)
+        except OSError:
+            return False
+
 
 class Claim:
-    """A message locked for delivery; ends in sent(), deferred() or failed()."""
+    """A message locked for delivery or for an administrator's change."""
 
-    __slots__ = ("data", "envelope", "id", "spool", "state")
-
-    def __init__(self, spool: Spool, id: str, envelope: Envelope, data: bytes, state: State):
+    def __init__(
+        self, spool: Spool, id: str, area: str, entry: Entry, data: bytes, state: State
+    ) -> None:
         self.spool = spool
         self.id = id
-        self.envelope = envelope
+        self.area = area
+        self.entry = entry
         self.data = data
         self.state = state
 
     def sent(self) -> None:
         """Remove the message; durable at the deliverer's next Spool.sync()."""
-        self.spool.delete(self.id, sync=False)
+        self.spool.delete(self.id, self.area, sync=False)
 
-    def deferred(self, error: str, now: float) -> None:
-        self.state.backoff(now, error)
-        self.spool.write_state(self.id, self.state)
+    def update(self, state: State) -> None:
+        self.state = state
+        self.spool.write_state(self.id, state, self.area)
 
     def failed(self, error: str) -> None:
-        self.state.attempts += 1
-        self.state.last_error = error
-        self.state.permanent = True
-        self.spool.write_state(self.id, self.state, "failed")
+        """Move the message to failed/, with the reason."""
+        self.state = self.state.failed(error)
+        self._move("new", "failed", self.state)
+
+    def requeue(self) -> None:
+        """Back from failed/ (or from any state) to a fresh start: due now, not held."""
+        fresh = State(attempts=self.state.attempts, last_error=self.state.last_error)  # due now
+        if self.area == "failed":
+            self._move("failed", "new", fresh)
+        else:
+            self.update(fresh)
+
+    def _move(self, source: str, target: str, state: State) -> None:
+        self.spool.write_state(self.id, state, target)
         os.rename(
-            os.path.join(self.spool.dir("new"), self.id),
-            os.path.join(self.spool.dir("failed"), self.id),
+            os.path.join(self.spool.dir(source), self.id),
+            os.path.join(self.spool.dir(target), self.id),
         )
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.spool._state_path(self.id, "new"))
-        fsync_dir(self.spool.dir("new"))
+            os.unlink(self.spool._state_path(self.id, source))
+        fsync_dir(self.spool.dir(source))
+        fsync_dir(self.spool.dir(target))
+        self.area = target
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -355,9 +462,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _parse(raw: bytes) -> tuple[Envelope, bytes]:
+def _parse(raw: bytes) -> tuple[Entry, bytes]:
     header, _, data = raw.partition(b"\n")
-    return Envelope(**json.loads(header)), data
+    return Entry.from_json(header), data
 
 
 def _same_file(fd: int, path: str) -> bool:
@@ -378,21 +485,9 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def due(item: Item, now: float) -> bool:
-    return item.state.next_attempt <= now
-
-
-def expired(envelope: Envelope, now: float, max_age: float = MAX_AGE_SECONDS) -> bool:
-    return now - envelope.created > max_age
-
-
 def age_text(seconds: float) -> str:
     seconds = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def now() -> float:
-    return time.time()

@@ -73,7 +73,7 @@ def flush(env: dict[str, str]) -> None:
         (500, "Internal Server Error"),
         (503, "Service Unavailable"),
         # Some web page, not the proxy: the message was not sent, so it is kept.
-        (200, "unexpected answer from the proxy URL"),
+        (200, "that URL is not a gaemail proxy"),
     ],
 )
 def test_server_error_queues_then_flush_delivers_once(

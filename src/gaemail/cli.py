@@ -102,10 +102,12 @@ def _deliver(
         try:
             send_now(outgoing, settings)
         except MessageSendingFailure as exc:
-            if mode == "none" or not exc.temporary:
+            if mode == "none" or not (exc.temporary or exc.setup):
                 raise
-            ident = _enqueue(outgoing, settings, env, journal, deferred=str(exc))
-            env.stderr.write(f"{env.program}: {exc}; queued as {ident} for a later attempt\n")
+            # A setup mistake holds the message until it is fixed: it never fails it.
+            ident = _enqueue(outgoing, settings, env, journal, deferred=exc)
+            later = "held until the setup is fixed" if exc.setup else "for a later attempt"
+            env.stderr.write(f"{env.program}: {exc}; queued as {ident} {later}\n")
             return EX_OK
         if verbose:
             env.stderr.write(
@@ -131,16 +133,22 @@ def _spool(settings: Settings, env: Environment) -> Spool:
 
 
 def _enqueue(
-    outgoing: Outgoing, settings: Settings, env: Environment, journal: Journal, deferred: str = ""
+    outgoing: Outgoing,
+    settings: Settings,
+    env: Environment,
+    journal: Journal,
+    deferred: MessageSendingFailure | None = None,
 ) -> str:
     """Queue durably; from here on the message is ours and the caller may go."""
     spool = _spool(settings, env)
     clock = time.time()
     ident = spool.enqueue(outgoing, clock)
+    reason = str(deferred) if deferred else ""
     if deferred:
         schedule = Schedule.from_settings(settings)
-        spool.write_state(ident, State().deferred(clock, deferred, schedule, forced=False))
-    journal.record("queued", ident, Entry.of(outgoing, clock), deferred)
+        state = State().deferred(clock, reason, schedule, setup=deferred.setup, forced=False)
+        spool.write_state(ident, state)
+    journal.record("queued", ident, Entry.of(outgoing, clock), reason)
     return ident
 
 

@@ -87,6 +87,9 @@ class MessageSendingFailure(GaemailError):
 
     exit_code = EX_TEMPFAIL
     temporary = True
+    # Only a change of the settings (key, URL) can make it go through: a queue
+    # holds such a message until then, and never fails or bounces it.
+    setup = False
 
     def __init__(self, reason: str, status: int | None = None) -> None:
         super().__init__(reason)
@@ -114,6 +117,18 @@ class SignatureRejected(MessageRejected):
     """The proxy does not know the key the message was signed with."""
 
     exit_code = EX_NOPERM
+    setup = True
+
+
+class ProxyURLError(TemporaryFailure):
+    """The proxy URL reaches something that is not a gaemail proxy, or redirects.
+
+    A setup mistake: the message waits (queued, or deferred by the caller) until
+    GMAIL_PROXY_URL is right.
+    """
+
+    exit_code = EX_CONFIG
+    setup = True
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from gaemail.errors import (
     MessageRejected,
     MessageSendingFailure,
+    ProxyURLError,
     SignatureRejected,
     TemporaryFailure,
 )
@@ -92,11 +93,14 @@ def answer_reason(body: str, phrase: str) -> str:
     return text.splitlines()[0] if text else phrase
 
 
-def failure_for(status: int, reason: str, kind: str | None = None) -> MessageSendingFailure | None:
+def failure_for(
+    status: int, reason: str, kind: str | None = None, location: str | None = None
+) -> MessageSendingFailure | None:
     """The exception a client raises for an answer, or None when it means sent.
 
     `kind` is the ERROR_HEADER; without it (a proxy of 2010) the status decides,
     and the 2010 reason text still tells a bad signature from a refused message.
+    `location` is a redirect's Location header.
     """
     if status == SENT:
         return None  # only 204: a URL that reaches some web page answers 200
@@ -104,14 +108,27 @@ def failure_for(status: int, reason: str, kind: str | None = None) -> MessageSen
     known = KINDS.get(kind or "")
     if known is not None and known.status == status:
         return known.failure(reason, status)
+    if 300 <= status < 400:
+        where = f"to {location}" if location else "elsewhere"
+        return ProxyURLError(
+            f"the proxy URL redirects {where}: set GMAIL_PROXY_URL to the URL it names", status
+        )
+    if reason.startswith("<"):  # an HTML page, not the proxy's one line
+        if status in (500, 502, 503, 504):  # App Engine's front end in an outage, say
+            return TemporaryFailure(f"the proxy answered HTTP {status}", status)
+        return _not_a_proxy(status)
     if status == BAD_REQUEST:
         if reason == REASON_BAD_SIGNATURE:
             return SignatureRejected(reason, status)
         return MessageRejected(reason, status)
     if status == TOO_LARGE:
         return MessageRejected(reason, status)
-    if 500 <= status < 600 or status in (408, 429):
+    if status in (408, 429, 500, 502, 503, 504):
         return TemporaryFailure(reason, status)
-    # A 200, a redirect, 404 or 405 means the URL points somewhere that is not the proxy.
+    # A 200, 404, 405 or 501 means the URL points somewhere that is not the proxy.
     # The message is fine; keep it (queued, or deferred by Exim) until the setting is.
-    return TemporaryFailure(f"unexpected answer from the proxy URL ({reason})", status)
+    return _not_a_proxy(status)
+
+
+def _not_a_proxy(status: int) -> ProxyURLError:
+    return ProxyURLError("that URL is not a gaemail proxy: check GMAIL_PROXY_URL", status)

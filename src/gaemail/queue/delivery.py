@@ -42,7 +42,9 @@ SENT, DEFERRED, WAITING, FAILED, BUSY, NOT_DUE, HELD = (
 
 def is_setup_problem(exc: GaemailError) -> bool:
     """Whether only a change of settings (key, secret, URL) can make this go through."""
-    return isinstance(exc, ConfigurationError) or bool(getattr(exc, "setup", False))
+    return isinstance(exc, ConfigurationError) or (
+        isinstance(exc, MessageSendingFailure) and exc.setup
+    )
 
 
 @dataclass

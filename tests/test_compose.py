@@ -348,3 +348,57 @@ def test_render_field_writes_what_the_email_policy_writes(name: str) -> None:
     policy = email.policy.default.clone(linesep="\n")
     for value in FIELD_VALUES:
         assert render_field(name, value) == policy.fold_binary(name, value), value
+
+
+# -- the local identity: a message without From is from the calling user ------------
+
+LOCAL = Defaults(
+    hostname="host.example", clock=lambda: 0.0, user="www-data", user_name="Web Server"
+)
+
+
+def test_a_message_without_from_is_from_the_calling_user_at_the_mail_domain() -> None:
+    out = prepare(b"To: a@x.org\n\nhi\n", t=True, res=resolver("example.net"), defaults=LOCAL)
+    assert parsed(out.data)["From"] == "Web Server <www-data@example.net>"
+    assert out.envelope.sender == "www-data@example.net"  # so a failure bounces to someone
+
+
+def test_f_and_its_full_name_win_over_the_calling_user() -> None:
+    out = prepare(
+        b"To: a@x.org\n\nhi\n",
+        t=True,
+        sender="root",
+        full_name="CronDaemon",
+        res=resolver("example.net"),
+        defaults=LOCAL,
+    )
+    assert parsed(out.data)["From"] == "CronDaemon <root@example.net>"
+
+
+def test_without_a_mail_domain_the_calling_user_is_not_made_up() -> None:
+    out = prepare(b"To: a@x.org\n\nhi\n", t=True, defaults=LOCAL)
+    assert b"From:" not in out.data and out.envelope.sender is None
+
+
+def test_a_null_sender_never_gets_the_calling_user() -> None:
+    out = prepare(
+        b"To: a@x.org\n\nx\n", t=True, sender="", res=resolver("example.net"), defaults=LOCAL
+    )
+    assert b"From:" not in out.data and out.envelope.sender is None
+
+
+def test_mail_style_from_the_calling_user_asks_the_proxy_to_fix_the_sender() -> None:
+    out = compose_mail(
+        b"body\n",
+        to=["root"],
+        cc=[],
+        bcc=[],
+        subject="s",
+        sender=None,
+        extra_headers=[],
+        resolver=resolver("example.net"),
+        defaults=LOCAL,
+    )
+    msg = parsed(out.data)
+    assert msg["From"] == "Web Server <www-data@example.net>" and msg["To"] == "root@example.net"
+    assert out.fix_sender and out.envelope.sender == "www-data@example.net"

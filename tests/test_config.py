@@ -104,3 +104,25 @@ def test_nothing_read_until_asked(tmp_path: Path) -> None:
     settings = Settings({}, {"GMAIL_ENVDIR": str(tmp_path)})
     (tmp_path / "GMAIL_PROXY_URL").write_text("http://b.example/\n")
     assert settings.require("url").value == "http://b.example/"
+
+
+def test_mail_domain_order_setting_then_mailname_then_the_host(tmp_path: Path) -> None:
+    mailname = tmp_path / "mailname"
+    fqdn = lambda: "host.example.com"  # noqa: E731
+    chosen = Settings({"default_domain": "set.example"}, {}).mail_domain(str(mailname), fqdn)
+    assert chosen is not None and (chosen.value, chosen.source) == (
+        "set.example",
+        "--default-domain",
+    )
+    host = Settings({}, {}).mail_domain(str(mailname), fqdn)
+    assert host is not None and host.value == "host.example.com"
+    mailname.write_text("mail.example.org\n")
+    found = Settings({}, {}).mail_domain(str(mailname), fqdn)
+    assert found is not None and (found.value, found.source) == ("mail.example.org", str(mailname))
+
+
+def test_a_name_without_a_dot_is_no_mail_domain(tmp_path: Path) -> None:
+    mailname = tmp_path / "mailname"
+    mailname.write_text("vm\n")
+    assert Settings({}, {}).mail_domain(str(mailname), lambda: "localhost") is None
+    assert Settings({}, {}).mail_domain(str(mailname), lambda: "box.localdomain") is None

@@ -192,8 +192,15 @@ def build(
     inv: argv.Invocation, data: bytes, settings: Settings, environ: Mapping[str, str]
 ) -> Outgoing:
     """The message and envelope the command line and stdin describe."""
-    resolver = RecipientResolver(settings.value("aliases"), settings.value("default_domain"))
-    defaults = Defaults(sender=settings.value("from"), hostname=socket.gethostname())
+    domain = settings.mail_domain()
+    resolver = RecipientResolver(settings.value("aliases"), domain.value if domain else None)
+    user, user_name = calling_user()
+    defaults = Defaults(
+        sender=settings.value("from"),
+        hostname=socket.gethostname(),
+        user=user,
+        user_name=user_name,
+    )
     if inv.personality == "mail":
         return compose_mail(
             data,
@@ -222,6 +229,17 @@ def build(
         # write a sender App Engine accepts, and a refusal would lose their mail.
         fix_sender=inv.fix_sender is not False,
     )
+
+
+def calling_user() -> tuple[str | None, str | None]:
+    """The login and full name (GECOS, up to its first comma) of the real user."""
+    import pwd
+
+    try:
+        account = pwd.getpwuid(os.getuid())
+    except KeyError:
+        return None, None
+    return account.pw_name, account.pw_gecos.split(",")[0].strip() or None
 
 
 def send_now(outgoing: Outgoing, settings: Settings) -> None:

@@ -8,14 +8,13 @@ and the secret's value never reaches a message, a repr or a log.
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Callable, Mapping
 
 from gaemail import protocol
 from gaemail.errors import ConfigurationError, describe_os_error
 
-TYPE_CHECKING = False  # no run-time typing on gmail's start-up path (bench/)
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
+MAILNAME = "/etc/mailname"
 ENVDIR_VARIABLE = protocol.ENVDIR_VARIABLE
 DEFAULT_ENVDIR = protocol.DEFAULT_ENVDIR
 
@@ -180,6 +179,29 @@ class Settings:
                 f"timeout from {setting.source} must be a number of seconds between 0 and 3600"
             )
         return seconds
+
+    def mail_domain(
+        self, mailname: str = MAILNAME, fqdn: Callable[[], str] = socket.getfqdn
+    ) -> Setting | None:
+        """The domain of this host's mail: GMAIL_DEFAULT_DOMAIN, else /etc/mailname, else
+        the host's fully qualified name, as sendmail, dma and nullmailer take it.
+
+        A name without a dot (`localhost`, a bare host name) is no mail domain.
+        """
+        setting = self.get("default_domain")
+        if setting is not None:
+            return setting
+        try:
+            with open(mailname, encoding="utf-8", errors="replace") as f:
+                written = f.readline().strip().lstrip("@")
+        except OSError:
+            written = ""
+        if "." in written.strip("."):
+            return Setting("default_domain", written, mailname)
+        host = fqdn().strip().rstrip(".")
+        if "." in host and not host.endswith((".localdomain", ".local")):
+            return Setting("default_domain", host, "the host's name")
+        return None
 
     def retry_schedule(self) -> tuple[float, float]:
         """(first wait, longest wait) in seconds."""

@@ -59,11 +59,22 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class Defaults:
-    """What the caller's settings add to messages that lack it."""
+    """What the caller's settings and account add to messages that lack it.
+
+    `user` and `user_name` are the calling account's login and full name (GECOS):
+    as with sendmail, a message without From is from user@maildomain.
+    """
 
     sender: str | None = None  # GMAIL_FROM
     hostname: str = "localhost"
     clock: Callable[[], float] = time.time
+    user: str | None = None
+    user_name: str | None = None
+
+    def local_from(self, resolver: RecipientResolver) -> tuple[str, str | None] | None:
+        """(user@maildomain, full name) of the calling account, when there is a mail domain."""
+        address = resolver.qualify_sender(self.user) if self.user else None
+        return (address, self.user_name or None) if address else None
 
 
 @functools.cache
@@ -257,9 +268,13 @@ def prepare_message(
     block.replace("bcc", render_field("Bcc", _format(hidden)) if hidden else None)
 
     envelope_sender = resolver.qualify_sender(sender)
-    _ensure_from(block, envelope_sender or defaults.sender, full_name, resolver)
-    from_values = block.values("from")
     null_sender = sender is not None and sender.strip() in ("", "<>")
+    author = envelope_sender or defaults.sender
+    local = None if author or null_sender else defaults.local_from(resolver)
+    if local is not None:  # nothing names a sender: the calling user at the mail domain
+        author, full_name = local[0], full_name or local[1]
+    _ensure_from(block, author, full_name, resolver)
+    from_values = block.values("from")
     if envelope_sender is None and not null_sender:
         # As sendmail: without -f the envelope sender is the message's author,
         # who is the one to tell if it cannot be delivered.
@@ -334,6 +349,9 @@ def compose_mail(
                 from_value = value
             elif name.lower() != "from":
                 msg[name] = value
+        local = None if from_value else defaults.local_from(resolver)
+        if local is not None:  # the calling user at the mail domain, as mail(1) does
+            from_value = _with_name(*local)
         if from_value:
             msg["From"] = from_value
         for name, pairs in (("To", to_pairs), ("Cc", cc_pairs), ("Bcc", bcc_pairs)):
@@ -351,7 +369,10 @@ def compose_mail(
         unique_addresses(a for _, a in to_pairs + cc_pairs + bcc_pairs),
         _first_address([from_value]) if from_value else None,
     )
-    return Outgoing(msg.as_bytes(), envelope, message_id, fix_sender or not from_value)
+    # A sender gmail chose (none, or the local user) is rarely one App Engine
+    # accepts: let the proxy fall back to its own, keeping this one as Reply-To.
+    fixable = fix_sender or not from_value or local is not None
+    return Outgoing(msg.as_bytes(), envelope, message_id, fixable)
 
 
 def _extra_headers(lines: list[str]) -> list[tuple[str, str]]:

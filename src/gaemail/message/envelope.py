@@ -127,8 +127,9 @@ class RecipientResolver:
         if self._default_domain:
             return [f"{address.strip()}@{self._default_domain}"]
         raise NoSuchUserError(
-            f"recipient {address!r} has no domain: set GMAIL_DEFAULT_DOMAIN, or map it "
-            "in an aliases file named by GMAIL_ALIASES"
+            f"recipient {address!r} has no domain, and this host has no mail domain: set "
+            "GMAIL_DEFAULT_DOMAIN or write it to /etc/mailname, or map the name in an "
+            "aliases file named by GMAIL_ALIASES"
         )
 
     def _lookup(self, name: str) -> list[str] | None:

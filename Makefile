@@ -1,9 +1,6 @@
-# The two commands of the README: `make demo` and `make test`.  Both set up
-# everything they need on a fresh Debian machine first.
-VENV := .venv
-PY := $(VENV)/bin/python
-
-.PHONY: demo test check lint bench venv system-deps
+# The README's two commands are `scripts/run demo` and `scripts/run test`, which
+# need only python3; these targets are the same for those who have make.
+.PHONY: demo test lint bench venv system-deps
 
 venv:
 	./scripts/setup-venv
@@ -11,16 +8,16 @@ venv:
 system-deps:
 	./scripts/setup-system
 
-demo: venv
-	./scripts/demo
+demo:
+	./scripts/run demo
+
+test:
+	./scripts/run test
 
 lint: venv
-	$(VENV)/bin/ruff check
-	$(VENV)/bin/ruff format --check
-	$(VENV)/bin/mypy
-
-test: system-deps venv lint
-	$(VENV)/bin/pytest
+	.venv/bin/ruff check
+	.venv/bin/ruff format --check
+	.venv/bin/mypy
 
 bench: system-deps venv
-	$(PY) bench/run.py
+	.venv/bin/python bench/run.py

@@ -28,6 +28,7 @@ ROOMS = {
     "gaemail.protocol": CORE,
     "gaemail.config": CORE,
     "gaemail.transport": CORE,
+    "gaemail.proxy_env": CORE,
     "gaemail.message": "message",
     "gaemail.queue": "queue",
     "gaemail.server": "server",

@@ -88,7 +88,7 @@ class ForwardProxy:
         head, rest = _read_head(client)
         line = head.split(b"\r\n", 1)[0].decode("latin-1")
         self.requests.append(line)
-        method, target, _ = (line.split(" ") + ["", "", ""])[:3]
+        method, target, _ = [*line.split(" "), "", "", ""][:3]
         if method == "CONNECT":
             host, _, port = target.rpartition(":")
             upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=IDLE)
@@ -102,7 +102,7 @@ class ForwardProxy:
             return
         upstream = socket.create_connection((parts.hostname, parts.port or 80), timeout=IDLE)
         origin = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        first, _, headers = head.partition(b"\r\n")
+        _, _, headers = head.partition(b"\r\n")
         upstream.sendall(f"{method} {origin} HTTP/1.1\r\n".encode() + headers + b"\r\n\r\n" + rest)
         _pipe(client, upstream)
 

@@ -15,21 +15,32 @@ tests/test_translate.py checks that both readings give the same translation.
 
 from __future__ import annotations
 
+import email
+import logging
+import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import errors, policy
 from email.contentmanager import raw_data_manager
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from email.utils import formataddr, getaddresses
 from typing import Any, TypedDict, cast
 
 from google.appengine.api import mail
 
 from gaemail import protocol
+from gaemail.server.addresses import read_addresses
 from gaemail.server.headers import decoded_header
 from gaemail.server.refusals import MessageRefused
+
+log = logging.getLogger("gaemail.server")
+
+# Characters that must not reach the Mail API in a header once decoded (an
+# encoded word can carry them), and lone surrogates, which the SDK cannot encode.
+_UNSAFE_IN_HEADER = re.compile("[\r\n\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # The SDK checks header names case-sensitively against its whitelist.
 _ALLOWED_HEADERS = {name.lower(): name for name in mail.HEADER_WHITELIST}
@@ -95,15 +106,54 @@ def translate_message(raw: bytes, *, fallback_sender: str | None = None) -> Tran
 
     `fallback_sender` is used when the message has no From.
     """
-    plain = _parse_plain(raw)
-    if plain is None:
-        return translate_modern(raw, fallback_sender=fallback_sender)
-    return _translate(plain, PLAIN, fallback_sender)
+    with _parser_errors_refused():
+        plain = _parse_plain(raw)
+        if plain is None:
+            return _translate_modern(raw, fallback_sender)
+        return _translate(plain, PLAIN, fallback_sender)
 
 
 def translate_modern(raw: bytes, *, fallback_sender: str | None = None) -> Translation:
     """translate_message's answer, reading `raw` with the modern policy alone: the reference."""
+    with _parser_errors_refused():
+        return _translate_modern(raw, fallback_sender)
+
+
+def _translate_modern(raw: bytes, fallback_sender: str | None) -> Translation:
     return _translate(BytesParser(policy=policy.default).parsebytes(raw), MODERN, fallback_sender)
+
+
+_EMAIL_PACKAGE = os.path.dirname(email.__file__)
+
+
+@contextmanager
+def _parser_errors_refused() -> Iterator[None]:
+    """An exception raised inside the standard library's email package is the message's fault.
+
+    The parser raises many types on malformed input (IndexError, ValueError,
+    HeaderParseError...); one raised from this module's own code is a proxy bug
+    and passes through, to be answered 500 with its traceback logged.
+    """
+    try:
+        yield
+    except MessageRefused:
+        raise
+    except Exception as exc:
+        if not _raised_in_email_package(exc):
+            raise
+        log.warning("message refused: the email package raised", exc_info=True)
+        raise MessageRefused(
+            f"Cannot parse the message: the parser failed with {type(exc).__name__}"
+        ) from None
+
+
+def _raised_in_email_package(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and os.path.dirname(last) == _EMAIL_PACKAGE
 
 
 @dataclass(frozen=True)
@@ -187,7 +237,38 @@ def _subparts(part: Message) -> list[Message]:
 def _header_values(msg: Message, reading: Reading, name: str) -> list[str]:
     """Every `name` field of `msg`, decoded: [str(v) for v in msg.get_all(name)]."""
     key = name.lower()
-    return [reading.decode(field, raw) for field, raw in msg.raw_items() if field.lower() == key]
+    return [_decode(reading, field, raw) for field, raw in msg.raw_items() if field.lower() == key]
+
+
+def _decode(reading: Reading, name: str, raw: str) -> str:
+    """One header decoded and checked safe for the Mail API, else MessageRefused naming it."""
+    try:
+        value = reading.decode(name, raw)
+    except Exception as exc:  # the header parser raises many types on malformed input
+        if not _raised_in_email_package(exc):
+            raise
+        raise MessageRefused(
+            f"{_header_name(name)}: cannot be read ({type(exc).__name__} in the header parser)"
+        ) from None
+    return checked_text(_header_name(name), value)
+
+
+def checked_text(where: str, value: str) -> str:
+    """`value`, when it holds no CR, LF, NUL or lone surrogate; else MessageRefused."""
+    found = _UNSAFE_IN_HEADER.search(value)
+    if found is not None:
+        char = found.group()
+        what = "an undecodable byte" if _SURROGATE.match(char) else f"a {_CONTROL_NAMES[char]}"
+        raise MessageRefused(f"{where}: contains {what} once decoded")
+    return value
+
+
+_CONTROL_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL"}
+
+
+def _header_name(name: str) -> str:
+    shown = name[:60]
+    return shown if shown.isascii() and shown.isprintable() else repr(shown)
 
 
 def _sender(msg: Message, reading: Reading, fallback: str | None) -> str:
@@ -200,16 +281,10 @@ def _sender(msg: Message, reading: Reading, fallback: str | None) -> str:
 
 
 def _addresses(msg: Message, reading: Reading, header: str) -> list[str]:
-    """Each address in every `header` field, formatted on its own.
-
-    The SDK splits a string of addresses at every comma, so a display name such
-    as "Doe, John" must reach it as one list item.
-    """
-    values = _header_values(msg, reading, header)
-    try:
-        return [formataddr(pair) for pair in getaddresses(values) if pair[1]]
-    except UnicodeEncodeError:
-        raise MessageRefused(f"{header}: the Mail API takes ASCII addresses only") from None
+    """Each address in every `header` field, formatted on its own; none left out."""
+    key = header.lower()
+    raw_values = [raw for name, raw in msg.raw_items() if name.lower() == key]
+    return read_addresses(header, raw_values, lambda item: _decode(reading, header, item))
 
 
 def _allowed_headers(msg: Message, reading: Reading) -> dict[str, str]:
@@ -221,7 +296,7 @@ def _allowed_headers(msg: Message, reading: Reading) -> dict[str, str]:
     for name, raw in msg.raw_items():
         canonical = _ALLOWED_HEADERS.get(name.lower())
         if canonical and canonical not in headers:
-            value = reading.decode(name, raw)
+            value = _decode(reading, name, raw)
             if value:
                 headers[canonical] = value
     return headers
@@ -257,10 +332,15 @@ def _text(part: Message) -> str:
     try:
         # What EmailMessage.get_content() does, for either kind of message.
         content = raw_data_manager.get_content(part)
-    except LookupError:
+    except (LookupError, UnicodeError, ValueError) as exc:
+        # An unknown name, a codec that cannot decode (idna, punycode), a NUL in the name.
         charset = part.get_content_charset()
-        raise MessageRefused(f"Unknown charset {charset!r} in a text part") from None
-    return str(content)
+        what = "Unknown charset" if isinstance(exc, LookupError) else "Unusable charset"
+        raise MessageRefused(f"{what} {str(charset)[:60]!r} in a text part") from None
+    text = str(content)
+    if _SURROGATE.search(text):
+        raise MessageRefused("A text part holds bytes its charset cannot decode")
+    return text
 
 
 def _attachments(msg: Message, reading: Reading, bodies: list[Message]) -> list[Any]:
@@ -270,7 +350,9 @@ def _attachments(msg: Message, reading: Reading, bodies: list[Message]) -> list[
             continue
         if any(part is body for body in bodies):
             continue
-        filename = part.get_filename() or _default_filename(part, len(attachments) + 1)
+        number = len(attachments) + 1
+        filename = part.get_filename() or _default_filename(part, number)
+        checked_text(f"Attachment {number}'s file name", filename)
         content_ids = _header_values(part, reading, "Content-ID")
         content_id = content_ids[0].strip() if content_ids else ""
         attachments.append(mail.Attachment(filename, _data(part), content_id=content_id or None))

@@ -35,15 +35,21 @@ def sign(secret: bytes, msg: bytes) -> str:
 
 
 def verify(keys: Iterable[bytes], msg: bytes, signature: str) -> bool:
-    """True when any key signed `msg`.
+    """True when any key signed `msg`."""
+    return matching_key(keys, msg, signature) is not None
+
+
+def matching_key(keys: Iterable[bytes], msg: bytes, signature: str) -> bytes | None:
+    """The key that signed `msg`, or None.
 
     Every key is tried and compared in constant time, so the answer's timing says
     neither which key matched nor how much of the signature was right.
     """
     offered = signature.strip().encode("ascii", "replace")
-    matched = False
+    matched = None
     for key in keys:
-        matched |= hmac.compare_digest(sign(key, msg).encode("ascii"), offered)
+        if hmac.compare_digest(sign(key, msg).encode("ascii"), offered):
+            matched = key
     return matched
 
 

@@ -19,6 +19,7 @@ from gaemail.protocol import v2 as protocol_v2
 KEY_VARIABLE = protocol.SECRET_VARIABLE
 DEFAULT_SENDER_VARIABLE = "GMAIL_DEFAULT_SENDER"
 V1_VARIABLE = "GAEMAIL_V1"  # "off" switches the 2010 form interface off
+V1_FIX_SENDER_VARIABLE = "GAEMAIL_V1_FIX_SENDER"  # "off": ignore v1's unsigned fix_sender
 DEFAULT_MAX_RECIPIENTS = 500
 _OFF = frozenset({"0", "off", "false", "no"})
 
@@ -51,9 +52,14 @@ class ServerConfig:
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
     limits: Limits = field(default_factory=Limits)
     v1_enabled: bool = True
+    # v1's fix_sender field is not signed: anyone holding a captured request can add it.
+    v1_fix_sender: bool = True
     timestamp_window: int = protocol_v2.WINDOW_SECONDS
     # How long a v2 idempotency record answers replays (the spec asks for >= 24 h).
     idempotency_seconds: int = 7 * 24 * 3600
+    # Key id -> principal: keys of one principal share its idempotency keys (rotation);
+    # keys not named here belong to one principal, "default".
+    principals: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.keys or not all(self.keys):
@@ -88,12 +94,17 @@ class ServerConfig:
         if not sender and app_dir is not None:
             lines = _read_lines(os.path.join(app_dir, DEFAULT_SENDER_VARIABLE), missing_ok=True)
             sender = lines[0] if lines else ""
-        return cls(keys=keys, default_sender=sender or None, v1_enabled=v1_enabled(environ))
+        return cls(
+            keys=keys,
+            default_sender=sender or None,
+            v1_enabled=switched_on(environ, V1_VARIABLE),
+            v1_fix_sender=switched_on(environ, V1_FIX_SENDER_VARIABLE),
+        )
 
 
-def v1_enabled(environ: Mapping[str, str]) -> bool:
-    """False when GAEMAIL_V1 says off (0, off, false, no); v1 is on by default."""
-    return environ.get(V1_VARIABLE, "").strip().lower() not in _OFF
+def switched_on(environ: Mapping[str, str], name: str) -> bool:
+    """False when `name` says off (0, off, false, no); on by default."""
+    return environ.get(name, "").strip().lower() not in _OFF
 
 
 def parse_key_list(value: str) -> tuple[bytes, ...]:

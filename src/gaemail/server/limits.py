@@ -30,10 +30,12 @@ def check_shape(raw: bytes, limits: Limits, max_recipients: int) -> None:
     """Raises MessageRefused when `raw` is over one of `limits`."""
     top = header_block(raw, 0)
     check_header_block(raw[:top], limits, "The message's header")
-    if count_recipients(raw[:top]) > max_recipients:
+    count = count_recipients(raw[:top])
+    if count > max_recipients:
+        # An upper bound, exact for lists of plain addresses.
         raise MessageRefused(
-            f"Too many recipients: more than {max_recipients} in To, Cc and Bcc; this proxy"
-            f" sends to at most {max_recipients} per message (limit max_recipients)"
+            f"Too many recipients: {count} in To, Cc and Bcc; this proxy sends to at most"
+            f" {max_recipients} per message (limit max_recipients)"
         )
     _check_parts(raw, top, limits)
 

@@ -26,6 +26,7 @@ from email import errors, policy
 from email.contentmanager import raw_data_manager
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from email.utils import parseaddr
 from typing import Any, TypedDict, cast
 
 from google.appengine.api import mail
@@ -101,26 +102,37 @@ class Translation:
         return len(fields.get("to", [])) + len(fields.get("cc", [])) + len(fields.get("bcc", []))
 
 
-def translate_message(raw: bytes, *, fallback_sender: str | None = None) -> Translation:
+def translate_message(
+    raw: bytes,
+    *,
+    fallback_sender: str | None = None,
+    envelope: tuple[str, ...] | None = None,
+) -> Translation:
     """The EmailMessage fields for `raw`; raises MessageRefused when it cannot be sent.
 
-    `fallback_sender` is used when the message has no From.
+    `fallback_sender` is used when the message has no From.  With `envelope`
+    (v2), the message goes to exactly those addresses: To and Cc keep the ones
+    they name, every other one is a Bcc, and a header address outside the
+    envelope is left out.
     """
     with _parser_errors_refused():
         plain = _parse_plain(raw)
         if plain is None:
-            return _translate_modern(raw, fallback_sender)
-        return _translate(plain, PLAIN, fallback_sender)
+            return _translate_modern(raw, fallback_sender, envelope)
+        return _translate(plain, PLAIN, fallback_sender, envelope)
 
 
 def translate_modern(raw: bytes, *, fallback_sender: str | None = None) -> Translation:
     """translate_message's answer, reading `raw` with the modern policy alone: the reference."""
     with _parser_errors_refused():
-        return _translate_modern(raw, fallback_sender)
+        return _translate_modern(raw, fallback_sender, None)
 
 
-def _translate_modern(raw: bytes, fallback_sender: str | None) -> Translation:
-    return _translate(BytesParser(policy=policy.default).parsebytes(raw), MODERN, fallback_sender)
+def _translate_modern(
+    raw: bytes, fallback_sender: str | None, envelope: tuple[str, ...] | None
+) -> Translation:
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    return _translate(msg, MODERN, fallback_sender, envelope)
 
 
 _EMAIL_PACKAGE = os.path.dirname(email.__file__)
@@ -177,10 +189,17 @@ def _modern_body(msg: Message, subtype: str) -> Message | None:
 MODERN = Reading(_modern_decode, _modern_body)
 
 
-def _translate(msg: Message, reading: Reading, fallback_sender: str | None) -> Translation:
+def _translate(
+    msg: Message,
+    reading: Reading,
+    fallback_sender: str | None,
+    envelope: tuple[str, ...] | None = None,
+) -> Translation:
     _check_structure(msg)
     fields = MailFields(sender=_sender(msg, reading, fallback_sender))
     to, cc, bcc = (_addresses(msg, reading, header) for header in ("To", "Cc", "Bcc"))
+    if envelope is not None:
+        to, cc, bcc = _to_envelope(envelope, to, cc)
     if not (to or cc or bcc):
         raise MessageRefused("No recipients: the message has no To, Cc or Bcc address")
     # The SDK refuses empty lists, so a field is either filled or absent.
@@ -203,6 +222,22 @@ def _translate(msg: Message, reading: Reading, fallback_sender: str | None) -> T
     message_ids = _header_values(msg, reading, "Message-ID")
     message_id = message_ids[0].strip() if message_ids else ""
     return Translation(fields, message_id or None)
+
+
+def _to_envelope(
+    envelope: tuple[str, ...], to: list[str], cc: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """To, Cc and Bcc lists that reach exactly the envelope's recipients."""
+    wanted = {address.lower() for address in envelope}
+    kept_to = [item for item in to if _bare(item) in wanted]
+    kept_cc = [item for item in cc if _bare(item) in wanted]
+    shown = {_bare(item) for item in kept_to + kept_cc}
+    bcc = [address for address in envelope if address.lower() not in shown]
+    return kept_to, kept_cc, bcc
+
+
+def _bare(formatted: str) -> str:
+    return parseaddr(formatted)[1].lower()
 
 
 def _check_structure(msg: Message) -> None:

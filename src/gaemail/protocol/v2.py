@@ -449,7 +449,8 @@ def _signature_entries(get_all: HeaderGetter) -> list[tuple[str, str]]:
         )
     found = []
     for entry in entries:
-        parts = entry.split(",")
+        # A server joins repeated header lines with ", ": "v2,k,sig," is one entry.
+        parts = entry.strip(",").split(",")
         if len(parts) == 3 and parts[0] == VERSION:
             found.append((parts[1], parts[2]))
     return found

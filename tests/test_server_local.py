@@ -98,7 +98,8 @@ def test_one_log_line_per_request_and_no_secrets(
     assert post_message(plain_message.as_bytes(), b"wrong-key").status_code == 400
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
-    assert lines[0].endswith("sent 204 message-id=<test-1@example.com> recipients=1")
+    assert "sent 204 message-id=<test-1@example.com> recipients=1" in lines[0]
+    assert "domains=example.org protocol=v1 key=k" in lines[0]  # the key's id, never the key
     assert "refused 400 kind=signature" in lines[1]
     assert "Signature doesn't match" in lines[1]
     for secret in ("current-key", "wrong-key", signature, "Hello."):

@@ -278,7 +278,7 @@ def prepare_message(
     if envelope_sender is None and not null_sender:
         # As sendmail: without -f the envelope sender is the message's author,
         # who is the one to tell if it cannot be delivered.
-        envelope_sender = _first_address(from_values)
+        envelope_sender = resolver.qualify_sender(_first_address(from_values))
     if not block.has("date"):
         block.replace("date", render_field("Date", formatdate(defaults.clock(), localtime=True)))
     ids = block.values("message-id")

@@ -36,7 +36,13 @@ ERROR_HEADER = "X-Gaemail-Error"
 SENT = 204
 OK = 200
 BAD_REQUEST = 400
+UNAUTHORIZED = 401
+NOT_FOUND = 404
+CONFLICT = 409
 TOO_LARGE = 413
+UNSUPPORTED_MEDIA_TYPE = 415
+UNPROCESSABLE = 422
+TOO_MANY_REQUESTS = 429
 SERVER_ERROR = 500
 UNAVAILABLE = 503
 
@@ -73,6 +79,12 @@ KIND_MESSAGE = Kind("message", BAD_REQUEST, MessageRejected)  # the Mail API wou
 KIND_TOO_LARGE = Kind("too-large", TOO_LARGE, MessageRejected)
 KIND_TEMPORARY = Kind("temporary", UNAVAILABLE, TemporaryFailure)  # quota, deadline: retry
 KIND_INTERNAL = Kind("internal", SERVER_ERROR, TemporaryFailure)  # the proxy is broken
+# v2's statuses beyond v1's (their problem+json `code` says more).
+KIND_UNAUTHORIZED = Kind("unauthorized", UNAUTHORIZED, SignatureRejected)  # clock, key, signature
+KIND_IN_FLIGHT = Kind("in-flight", CONFLICT, TemporaryFailure)  # same key still being sent
+KIND_UNSUPPORTED = Kind("unsupported", UNSUPPORTED_MEDIA_TYPE, MessageRejected)
+KIND_KEY_REUSED = Kind("key-reused", UNPROCESSABLE, MessageRejected)  # a client bug
+KIND_RATE_LIMITED = Kind("rate-limited", TOO_MANY_REQUESTS, TemporaryFailure)
 
 KINDS: dict[str, Kind] = {
     kind.name: kind
@@ -83,6 +95,11 @@ KINDS: dict[str, Kind] = {
         KIND_TOO_LARGE,
         KIND_TEMPORARY,
         KIND_INTERNAL,
+        KIND_UNAUTHORIZED,
+        KIND_IN_FLIGHT,
+        KIND_UNSUPPORTED,
+        KIND_KEY_REUSED,
+        KIND_RATE_LIMITED,
     )
 }
 

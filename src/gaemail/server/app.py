@@ -1,4 +1,9 @@
-"""The proxy's HTTP face: GET / answers uptime checks, POST / is the v1 interface."""
+"""The proxy's HTTP face: GET / answers uptime checks, POST / is v1, /v2/* is v2.
+
+Every answer is in its protocol's own form, the framework's errors included:
+v1's one-line text/plain on `/`, application/problem+json under `/v2/`, never
+an HTML page.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,28 @@ import os
 from typing import TextIO
 
 from flask import Flask, Response, current_app, request
-from werkzeug.exceptions import InternalServerError, RequestEntityTooLarge
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from gaemail import protocol
+from gaemail.protocol import v2
+from gaemail.server import relay_v2
 from gaemail.server.config import ServerConfig
-from gaemail.server.refusals import Misconfigured, TooLarge
+from gaemail.server.logline import log_v1, log_v2
+from gaemail.server.refusals import Misconfigured, Refusal, RequestRefused, TooLarge
 from gaemail.server.relay import Outcome, Relay
 
 LOGGER_NAME = "gaemail.server"
 RELAY_EXTENSION = "gaemail.relay"
+RELAY_V2_EXTENSION = "gaemail.relay_v2"
 UPTIME_TEXT = "gaemail proxy: POST signed messages here\n"
+V2_PREFIX = "/v2/"
 
 log = logging.getLogger(LOGGER_NAME)
 _HANDLER_NAME = "gaemail.server.requests"
 
 
-def create_app(config: ServerConfig | None = None) -> Flask:
+def create_app(config: ServerConfig | None = None, *, mail_service: str = "mail-api") -> Flask:
     """A new proxy app; without `config`, settings come from the environment, read now."""
     if config is None:
         config = ServerConfig.load(None, os.environ)
@@ -30,9 +41,12 @@ def create_app(config: ServerConfig | None = None) -> Flask:
     # Werkzeug answers 413 past this size before reading the body.
     app.config["MAX_CONTENT_LENGTH"] = protocol.MAX_REQUEST_BYTES
     app.extensions[RELAY_EXTENSION] = Relay(config)
+    app.extensions[RELAY_V2_EXTENSION] = relay_v2.RelayV2(config, mail_service=mail_service)
     app.add_url_rule("/", "uptime", uptime, methods=["GET"])
     app.add_url_rule("/", "relay", relay_request, methods=["POST"])
-    app.register_error_handler(RequestEntityTooLarge, request_too_large)
+    app.add_url_rule(v2.SEND_PATH, "v2_send", v2_send, methods=["POST"])
+    app.add_url_rule(v2.CHECK_PATH, "v2_check", v2_check, methods=["POST"])
+    app.register_error_handler(HTTPException, framework_error)
     app.register_error_handler(InternalServerError, internal_error)
     return app
 
@@ -43,24 +57,119 @@ def uptime() -> Response:
 
 def relay_request() -> Response:
     relay: Relay = current_app.extensions[RELAY_EXTENSION]
+    if not relay.config.v1_enabled:
+        text = "Protocol v1 is switched off on this proxy: send with protocol v2\n"
+        log_v1(log, Outcome(RequestRefused(text)), status=410)
+        return Response(text, status=410, mimetype="text/plain")
+    try:
+        body = read_body()
+    except Refusal as refusal:
+        return respond(Outcome(refusal))
     # The raw body, never request.form: Flask caps forms at 500 kB and would decode
     # 8-bit messages as UTF-8, breaking both the message and its signature.
-    return respond(relay(request.get_data()))
+    return respond(relay(body))
 
 
-def request_too_large(error: RequestEntityTooLarge) -> Response:
-    limit = protocol.MAX_REQUEST_BYTES
-    return respond(Outcome(TooLarge(f"The request is over the proxy's limit of {limit} bytes")))
+def read_body() -> bytes:
+    """The request body, or a Refusal when its framing is broken."""
+    length = request.environ.get("CONTENT_LENGTH", "")
+    if length and not length.strip().isdigit():
+        # A server joins repeated Content-Length lines with commas.
+        raise RequestRefused("Content-Length is malformed or appears more than once")
+    try:
+        return request.get_data()
+    except OSError as exc:  # werkzeug's chunked decoder, a peer that went away
+        raise RequestRefused(f"The request body is malformed: {str(exc)[:80]}") from None
 
 
-def internal_error(error: InternalServerError) -> Response:
+def v2_send() -> Response:
+    return v2_answer(lambda relay, req: relay.send(req))
+
+
+def v2_check() -> Response:
+    return v2_answer(lambda relay, req: relay.check(req))
+
+
+def v2_answer(step: relay_v2.Step) -> Response:
+    relay: relay_v2.RelayV2 = current_app.extensions[RELAY_V2_EXTENSION]
+    outcome = relay_v2.precheck(request.content_type, request.headers.get("Content-Encoding"))
+    length = request.content_length
+    if outcome is None and length is not None and length > protocol.MAX_MESSAGE_BYTES:
+        outcome = relay_v2.too_large(length)
+    if outcome is None:
+        try:
+            body = read_body()
+        except Refusal as refusal:
+            outcome = relay_v2.Outcome(400, v2.bad_request("body_malformed", str(refusal)))
+        else:
+            req = relay_v2.Request(
+                request.path, request.query_string, request.headers.getlist, body
+            )
+            outcome = step(relay, req)
+    log_v2(log, request.path, outcome)
+    return v2_response(outcome)
+
+
+def v2_response(outcome: relay_v2.Outcome) -> Response:
+    problem = outcome.problem
+    if problem is None:
+        if outcome.status == protocol.OK:
+            return Response(relay_v2.dumps(outcome.document), mimetype="application/json")
+        if outcome.recorded_answer:  # a replayed refusal
+            response = Response(
+                outcome.recorded_answer, status=outcome.status, mimetype=v2.PROBLEM_TYPE
+            )
+        else:
+            response = Response(status=outcome.status)
+        if outcome.replayed:
+            response.headers[v2.H_REPLAYED] = "true"
+        return response
+    body = v2.problem_body(problem, relay_v2.title_for(problem.status))
+    response = Response(body, status=problem.status, mimetype=v2.PROBLEM_TYPE)
+    if problem.retry_after is not None:
+        response.headers[v2.H_RETRY_AFTER] = str(problem.retry_after)
+    if problem.status == protocol.UNAUTHORIZED:
+        response.headers["WWW-Authenticate"] = v2.AUTHENTICATE
+    return response
+
+
+def framework_error(error: HTTPException) -> ResponseReturnValue:
+    """Werkzeug's own answers (404, 405, 413, 400), in the protocol of the path."""
+    status = error.code or protocol.BAD_REQUEST
+    if status < protocol.BAD_REQUEST:  # a routing redirect: its own answer
+        return error.get_response()
+    if status >= protocol.SERVER_ERROR:
+        return internal_error(error)
+    if status == protocol.TOO_LARGE:
+        limit = protocol.MAX_REQUEST_BYTES
+        text = f"The request is over the proxy's limit of {limit} bytes"
+    else:
+        text = f"{error.name}: {error.description or ''}".strip()
+    if request.path.startswith(V2_PREFIX):
+        code = "request_too_large" if status == protocol.TOO_LARGE else f"http_{status}"
+        outcome = relay_v2.Outcome(status, v2.ProtocolError(status, code, text))
+        log_v2(log, request.path, outcome)
+        return v2_response(outcome)
+    if status == protocol.TOO_LARGE:
+        return respond(Outcome(TooLarge(text)))
+    if request.method == "POST" and request.path == "/":
+        return respond(Outcome(RequestRefused(text)))
+    return Response(f"{' '.join(text.split())}\n", status=status, mimetype="text/plain")
+
+
+def internal_error(error: HTTPException) -> Response:
     # Flask has logged the traceback already; the client learns only the kind.
-    return respond(Outcome(Misconfigured("Internal error in the proxy; its log has the details")))
+    text = "Internal error in the proxy; its log has the details"
+    if request.path.startswith(V2_PREFIX):
+        problem = v2.ProtocolError(protocol.SERVER_ERROR, "internal_error", text)
+        log_v2(log, request.path, relay_v2.Outcome(problem.status, problem))
+        return v2_response(relay_v2.Outcome(problem.status, problem))
+    return respond(Outcome(Misconfigured(text)))
 
 
 def respond(outcome: Outcome) -> Response:
-    """The HTTP answer for `outcome`, after logging it."""
-    log_outcome(outcome)
+    """The v1 HTTP answer for `outcome`, after logging it."""
+    log_v1(log, outcome)
     refusal = outcome.refusal
     if refusal is None:
         return Response(status=protocol.SENT)
@@ -69,24 +178,6 @@ def respond(outcome: Outcome) -> Response:
     if refusal.retry_after is not None:
         response.headers["Retry-After"] = str(refusal.retry_after)
     return response
-
-
-def log_outcome(outcome: Outcome) -> None:
-    """One line per request; never the message, the signature or a key."""
-    facts = f"message-id={outcome.message_id or '-'} recipients={outcome.recipients}"
-    refusal = outcome.refusal
-    if refusal is None:
-        log.info("sent %d %s", outcome.status, facts)
-        return
-    level = logging.INFO
-    if refusal.status == protocol.UNAVAILABLE:
-        level = logging.WARNING
-    elif refusal.status >= protocol.SERVER_ERROR:
-        level = logging.ERROR
-    reason = str(refusal)
-    log.log(
-        level, "refused %d kind=%s %s reason=%r", refusal.status, refusal.kind.name, facts, reason
-    )
 
 
 def log_requests_to(stream: TextIO) -> None:

@@ -1,4 +1,4 @@
-"""The proxy's settings: signing keys, default sender, recipient cap.
+"""The proxy's settings: signing keys, default sender, limits, which protocols it speaks.
 
 Read once, when the app is built: on App Engine `wrap_wsgi_app` gives every
 request a snapshot of `os.environ`, so a handler must never look there itself.
@@ -13,11 +13,34 @@ from dataclasses import dataclass, field
 
 from gaemail import protocol
 from gaemail.errors import ConfigurationError, describe_os_error
+from gaemail.protocol import v2 as protocol_v2
 
 # The client's name for the secret: one name on both ends of the wire.
 KEY_VARIABLE = protocol.SECRET_VARIABLE
 DEFAULT_SENDER_VARIABLE = "GMAIL_DEFAULT_SENDER"
+V1_VARIABLE = "GAEMAIL_V1"  # "off" switches the 2010 form interface off
+V1_FIX_SENDER_VARIABLE = "GAEMAIL_V1_FIX_SENDER"  # "off": ignore v1's unsigned fix_sender
 DEFAULT_MAX_RECIPIENTS = 500
+_OFF = frozenset({"0", "off", "false", "no"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one message may hold; each is checked before the parse it protects.
+
+    A refusal names the limit by its field name, so an operator knows what to raise.
+    """
+
+    max_header_bytes: int = 256 * 1024  # one header block (the message's or a part's)
+    max_encoded_words: int = 200  # RFC 2047 encoded words in one header field
+    max_mime_parts: int = 1000
+    max_params: int = 100  # parameters of one Content-Type or Content-Disposition
+    max_depth: int = 20  # multiparts nested in multiparts
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 1:
+                raise ConfigurationError(f"{name} must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,16 @@ class ServerConfig:
     keys: tuple[bytes, ...] = field(repr=False)
     default_sender: str | None = None
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
+    limits: Limits = field(default_factory=Limits)
+    v1_enabled: bool = True
+    # v1's fix_sender field is not signed: anyone holding a captured request can add it.
+    v1_fix_sender: bool = True
+    timestamp_window: int = protocol_v2.WINDOW_SECONDS
+    # How long a v2 idempotency record answers replays (the spec asks for >= 24 h).
+    idempotency_seconds: int = 7 * 24 * 3600
+    # Key id -> principal: keys of one principal share its idempotency keys (rotation);
+    # keys not named here belong to one principal, "default".
+    principals: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.keys or not all(self.keys):
@@ -36,6 +69,14 @@ class ServerConfig:
             )
         if self.max_recipients < 1:
             raise ConfigurationError("max_recipients must be at least 1")
+        if self.idempotency_seconds < 24 * 3600:
+            raise ConfigurationError("idempotency_seconds must be at least a day")
+        if not 1 <= self.timestamp_window <= self.idempotency_seconds // 2:
+            raise ConfigurationError("timestamp_window must be within half the retention")
+
+    @property
+    def v2_keys(self) -> tuple[protocol_v2.Key, ...]:
+        return tuple(protocol_v2.Key.from_secret(secret) for secret in self.keys)
 
     @classmethod
     def load(
@@ -53,7 +94,17 @@ class ServerConfig:
         if not sender and app_dir is not None:
             lines = _read_lines(os.path.join(app_dir, DEFAULT_SENDER_VARIABLE), missing_ok=True)
             sender = lines[0] if lines else ""
-        return cls(keys=keys, default_sender=sender or None)
+        return cls(
+            keys=keys,
+            default_sender=sender or None,
+            v1_enabled=switched_on(environ, V1_VARIABLE),
+            v1_fix_sender=switched_on(environ, V1_FIX_SENDER_VARIABLE),
+        )
+
+
+def switched_on(environ: Mapping[str, str], name: str) -> bool:
+    """False when `name` says off (0, off, false, no); on by default."""
+    return environ.get(name, "").strip().lower() not in _OFF
 
 
 def parse_key_list(value: str) -> tuple[bytes, ...]:

@@ -8,11 +8,13 @@ without touching the rest.  Nothing here knows about Flask.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.utils import parseaddr
 
 from gaemail import protocol
-from gaemail.protocol import v1
+from gaemail.protocol import v1, v2
 from gaemail.server.config import ServerConfig
 from gaemail.server.dedup import AcceptedIds, fingerprint
+from gaemail.server.limits import check_shape
 from gaemail.server.refusals import (
     MessageRefused,
     Refusal,
@@ -31,6 +33,8 @@ class Outcome:
     refusal: Refusal | None = None
     message_id: str | None = None
     recipients: int = 0
+    key_id: str | None = None
+    domains: tuple[str, ...] = ()
 
     @property
     def status(self) -> int:
@@ -47,17 +51,18 @@ class Relay:
     def __call__(self, body: bytes) -> Outcome:
         """The outcome of the request whose form body is `body`."""
         translation: Translation | None = None
+        key_id: str | None = None
         try:
             signed = self.decode(body)
-            self.verify(signed)
+            key_id = self.verify(signed)
             translation = self.translate(signed)
             self.check_recipients(translation)
             key = fingerprint(translation.message_id, signed.msg)
             if self.accepted.claim(key):
                 self.send(signed, translation, key)
         except Refusal as refusal:
-            return self._outcome(translation, refusal)
-        return self._outcome(translation, None)
+            return self._outcome(translation, refusal, key_id)
+        return self._outcome(translation, None, key_id)
 
     def decode(self, body: bytes) -> v1.SignedMessage:
         try:
@@ -65,9 +70,12 @@ class Relay:
         except v1.RequestError as exc:
             raise RequestRefused(str(exc)) from None
 
-    def verify(self, signed: v1.SignedMessage) -> None:
-        if not v1.verify(self.config.keys, signed.msg, signed.signature):
+    def verify(self, signed: v1.SignedMessage) -> str:
+        """The id of the key that signed the message (v2's name for it, for the log)."""
+        key = v1.matching_key(self.config.keys, signed.msg, signed.signature)
+        if key is None:
             raise SignatureRefused(protocol.REASON_BAD_SIGNATURE)
+        return v2.key_id(key)
 
     def translate(self, signed: v1.SignedMessage) -> Translation:
         if len(signed.msg) > protocol.MAX_MESSAGE_BYTES:
@@ -75,6 +83,7 @@ class Relay:
                 f"The message is {len(signed.msg)} bytes; the Mail API takes at most"
                 f" {protocol.MAX_MESSAGE_BYTES}"
             )
+        check_shape(signed.msg, self.config.limits, self.config.max_recipients)
         return translate_message(signed.msg, fallback_sender=self._fallback(signed))
 
     def check_recipients(self, translation: Translation) -> None:
@@ -99,10 +108,28 @@ class Relay:
         self.accepted.sent(key)
 
     def _fallback(self, signed: v1.SignedMessage) -> str | None:
-        return self.config.default_sender if signed.fix_sender else None
+        # fix_sender is outside v1's signature; an operator may stop honouring it.
+        if signed.fix_sender and self.config.v1_fix_sender:
+            return self.config.default_sender
+        return None
 
     @staticmethod
-    def _outcome(translation: Translation | None, refusal: Refusal | None) -> Outcome:
+    def _outcome(
+        translation: Translation | None, refusal: Refusal | None, key_id: str | None
+    ) -> Outcome:
         if translation is None:
-            return Outcome(refusal)
-        return Outcome(refusal, translation.message_id, translation.recipient_count)
+            return Outcome(refusal, key_id=key_id)
+        fields = translation.fields
+        addresses = [*fields.get("to", []), *fields.get("cc", []), *fields.get("bcc", [])]
+        return Outcome(
+            refusal,
+            translation.message_id,
+            translation.recipient_count,
+            key_id,
+            domains_of(addresses),
+        )
+
+
+def domains_of(addresses: list[str]) -> tuple[str, ...]:
+    """The distinct recipient domains, sorted, for the log."""
+    return tuple(sorted({parseaddr(a)[1].rpartition("@")[2].lower() for a in addresses}))

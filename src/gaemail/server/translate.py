@@ -15,21 +15,33 @@ tests/test_translate.py checks that both readings give the same translation.
 
 from __future__ import annotations
 
+import email
+import logging
+import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import errors, policy
 from email.contentmanager import raw_data_manager
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from email.utils import formataddr, getaddresses
+from email.utils import parseaddr
 from typing import Any, TypedDict, cast
 
 from google.appengine.api import mail
 
 from gaemail import protocol
+from gaemail.server.addresses import read_addresses
 from gaemail.server.headers import decoded_header
 from gaemail.server.refusals import MessageRefused
+
+log = logging.getLogger("gaemail.server")
+
+# Characters that must not reach the Mail API in a header once decoded (an
+# encoded word can carry them), and lone surrogates, which the SDK cannot encode.
+_UNSAFE_IN_HEADER = re.compile("[\r\n\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # The SDK checks header names case-sensitively against its whitelist.
 _ALLOWED_HEADERS = {name.lower(): name for name in mail.HEADER_WHITELIST}
@@ -90,20 +102,70 @@ class Translation:
         return len(fields.get("to", [])) + len(fields.get("cc", [])) + len(fields.get("bcc", []))
 
 
-def translate_message(raw: bytes, *, fallback_sender: str | None = None) -> Translation:
+def translate_message(
+    raw: bytes,
+    *,
+    fallback_sender: str | None = None,
+    envelope: tuple[str, ...] | None = None,
+) -> Translation:
     """The EmailMessage fields for `raw`; raises MessageRefused when it cannot be sent.
 
-    `fallback_sender` is used when the message has no From.
+    `fallback_sender` is used when the message has no From.  With `envelope`
+    (v2), the message goes to exactly those addresses: To and Cc keep the ones
+    they name, every other one is a Bcc, and a header address outside the
+    envelope is left out.
     """
-    plain = _parse_plain(raw)
-    if plain is None:
-        return translate_modern(raw, fallback_sender=fallback_sender)
-    return _translate(plain, PLAIN, fallback_sender)
+    with _parser_errors_refused():
+        plain = _parse_plain(raw)
+        if plain is None:
+            return _translate_modern(raw, fallback_sender, envelope)
+        return _translate(plain, PLAIN, fallback_sender, envelope)
 
 
 def translate_modern(raw: bytes, *, fallback_sender: str | None = None) -> Translation:
     """translate_message's answer, reading `raw` with the modern policy alone: the reference."""
-    return _translate(BytesParser(policy=policy.default).parsebytes(raw), MODERN, fallback_sender)
+    with _parser_errors_refused():
+        return _translate_modern(raw, fallback_sender, None)
+
+
+def _translate_modern(
+    raw: bytes, fallback_sender: str | None, envelope: tuple[str, ...] | None
+) -> Translation:
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    return _translate(msg, MODERN, fallback_sender, envelope)
+
+
+_EMAIL_PACKAGE = os.path.dirname(email.__file__)
+
+
+@contextmanager
+def _parser_errors_refused() -> Iterator[None]:
+    """An exception raised inside the standard library's email package is the message's fault.
+
+    The parser raises many types on malformed input (IndexError, ValueError,
+    HeaderParseError...); one raised from this module's own code is a proxy bug
+    and passes through, to be answered 500 with its traceback logged.
+    """
+    try:
+        yield
+    except MessageRefused:
+        raise
+    except Exception as exc:
+        if not _raised_in_email_package(exc):
+            raise
+        log.warning("message refused: the email package raised", exc_info=True)
+        raise MessageRefused(
+            f"Cannot parse the message: the parser failed with {type(exc).__name__}"
+        ) from None
+
+
+def _raised_in_email_package(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return last is not None and os.path.dirname(last) == _EMAIL_PACKAGE
 
 
 @dataclass(frozen=True)
@@ -127,10 +189,17 @@ def _modern_body(msg: Message, subtype: str) -> Message | None:
 MODERN = Reading(_modern_decode, _modern_body)
 
 
-def _translate(msg: Message, reading: Reading, fallback_sender: str | None) -> Translation:
+def _translate(
+    msg: Message,
+    reading: Reading,
+    fallback_sender: str | None,
+    envelope: tuple[str, ...] | None = None,
+) -> Translation:
     _check_structure(msg)
     fields = MailFields(sender=_sender(msg, reading, fallback_sender))
     to, cc, bcc = (_addresses(msg, reading, header) for header in ("To", "Cc", "Bcc"))
+    if envelope is not None:
+        to, cc, bcc = _to_envelope(envelope, to, cc)
     if not (to or cc or bcc):
         raise MessageRefused("No recipients: the message has no To, Cc or Bcc address")
     # The SDK refuses empty lists, so a field is either filled or absent.
@@ -153,6 +222,22 @@ def _translate(msg: Message, reading: Reading, fallback_sender: str | None) -> T
     message_ids = _header_values(msg, reading, "Message-ID")
     message_id = message_ids[0].strip() if message_ids else ""
     return Translation(fields, message_id or None)
+
+
+def _to_envelope(
+    envelope: tuple[str, ...], to: list[str], cc: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """To, Cc and Bcc lists that reach exactly the envelope's recipients."""
+    wanted = {address.lower() for address in envelope}
+    kept_to = [item for item in to if _bare(item) in wanted]
+    kept_cc = [item for item in cc if _bare(item) in wanted]
+    shown = {_bare(item) for item in kept_to + kept_cc}
+    bcc = [address for address in envelope if address.lower() not in shown]
+    return kept_to, kept_cc, bcc
+
+
+def _bare(formatted: str) -> str:
+    return parseaddr(formatted)[1].lower()
 
 
 def _check_structure(msg: Message) -> None:
@@ -187,11 +272,49 @@ def _subparts(part: Message) -> list[Message]:
 def _header_values(msg: Message, reading: Reading, name: str) -> list[str]:
     """Every `name` field of `msg`, decoded: [str(v) for v in msg.get_all(name)]."""
     key = name.lower()
-    return [reading.decode(field, raw) for field, raw in msg.raw_items() if field.lower() == key]
+    return [_decode(reading, field, raw) for field, raw in msg.raw_items() if field.lower() == key]
+
+
+def _decode(reading: Reading, name: str, raw: str) -> str:
+    """One header decoded and checked safe for the Mail API, else MessageRefused naming it."""
+    try:
+        value = reading.decode(name, raw)
+    except Exception as exc:  # the header parser raises many types on malformed input
+        if not _raised_in_email_package(exc):
+            raise
+        raise MessageRefused(
+            f"{_header_name(name)}: cannot be read ({type(exc).__name__} in the header parser)"
+        ) from None
+    return checked_text(_header_name(name), value)
+
+
+def checked_text(where: str, value: str) -> str:
+    """`value`, when it holds no CR, LF, NUL or lone surrogate; else MessageRefused."""
+    found = _UNSAFE_IN_HEADER.search(value)
+    if found is not None:
+        char = found.group()
+        what = "an undecodable byte" if _SURROGATE.match(char) else f"a {_CONTROL_NAMES[char]}"
+        raise MessageRefused(f"{where}: contains {what} once decoded")
+    return value
+
+
+_CONTROL_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL"}
+
+
+def _header_name(name: str) -> str:
+    shown = name[:60]
+    return shown if shown.isascii() and shown.isprintable() else repr(shown)
 
 
 def _sender(msg: Message, reading: Reading, fallback: str | None) -> str:
-    senders = _addresses(msg, reading, "From")
+    try:
+        senders = _addresses(msg, reading, "From")
+    except MessageRefused:
+        if not fallback:
+            raise
+        # fix_sender: a From that is no address (cron's bare `root (Cron Daemon)`)
+        # is replaced as a refused sender is.
+        senders = []
     if senders:
         return senders[0]
     if fallback:
@@ -200,16 +323,10 @@ def _sender(msg: Message, reading: Reading, fallback: str | None) -> str:
 
 
 def _addresses(msg: Message, reading: Reading, header: str) -> list[str]:
-    """Each address in every `header` field, formatted on its own.
-
-    The SDK splits a string of addresses at every comma, so a display name such
-    as "Doe, John" must reach it as one list item.
-    """
-    values = _header_values(msg, reading, header)
-    try:
-        return [formataddr(pair) for pair in getaddresses(values) if pair[1]]
-    except UnicodeEncodeError:
-        raise MessageRefused(f"{header}: the Mail API takes ASCII addresses only") from None
+    """Each address in every `header` field, formatted on its own; none left out."""
+    key = header.lower()
+    raw_values = [raw for name, raw in msg.raw_items() if name.lower() == key]
+    return read_addresses(header, raw_values, lambda item: _decode(reading, header, item))
 
 
 def _allowed_headers(msg: Message, reading: Reading) -> dict[str, str]:
@@ -221,7 +338,7 @@ def _allowed_headers(msg: Message, reading: Reading) -> dict[str, str]:
     for name, raw in msg.raw_items():
         canonical = _ALLOWED_HEADERS.get(name.lower())
         if canonical and canonical not in headers:
-            value = reading.decode(name, raw)
+            value = _decode(reading, name, raw)
             if value:
                 headers[canonical] = value
     return headers
@@ -257,10 +374,15 @@ def _text(part: Message) -> str:
     try:
         # What EmailMessage.get_content() does, for either kind of message.
         content = raw_data_manager.get_content(part)
-    except LookupError:
+    except (LookupError, UnicodeError, ValueError) as exc:
+        # An unknown name, a codec that cannot decode (idna, punycode), a NUL in the name.
         charset = part.get_content_charset()
-        raise MessageRefused(f"Unknown charset {charset!r} in a text part") from None
-    return str(content)
+        what = "Unknown charset" if isinstance(exc, LookupError) else "Unusable charset"
+        raise MessageRefused(f"{what} {str(charset)[:60]!r} in a text part") from None
+    text = str(content)
+    if _SURROGATE.search(text):
+        raise MessageRefused("A text part holds bytes its charset cannot decode")
+    return text
 
 
 def _attachments(msg: Message, reading: Reading, bodies: list[Message]) -> list[Any]:
@@ -270,7 +392,9 @@ def _attachments(msg: Message, reading: Reading, bodies: list[Message]) -> list[
             continue
         if any(part is body for body in bodies):
             continue
-        filename = part.get_filename() or _default_filename(part, len(attachments) + 1)
+        number = len(attachments) + 1
+        filename = part.get_filename() or _default_filename(part, number)
+        checked_text(f"Attachment {number}'s file name", filename)
         content_ids = _header_values(part, reading, "Content-ID")
         content_id = content_ids[0].strip() if content_ids else ""
         attachments.append(mail.Attachment(filename, _data(part), content_id=content_id or None))

@@ -22,6 +22,7 @@ from google.appengine.api.memcache import memcache_stub
 from gaemail.errors import ConfigurationError
 from gaemail.server.app import create_app, log_requests_to
 from gaemail.server.config import ServerConfig
+from gaemail.server.idempotency import PersistentDatastoreStub, use_local_app_id
 from gaemail.server.local.flatten import as_bytes
 from gaemail.server.local.outbox import Maildir
 from gaemail.server.sending import ORIGINAL_MESSAGE_ID
@@ -29,6 +30,7 @@ from gaemail.server.sending import ORIGINAL_MESSAGE_ID
 OUTBOX_VARIABLE = "GAEMAIL_OUTBOX"
 MAIL_STUB_EXTENSION = "mail_stub"
 MEMCACHE_STUB_EXTENSION = "memcache_stub"
+IDEMPOTENCY_FILE = ".gaemail-idempotency"
 # A long-running local proxy keeps only this many sent messages in memory;
 # the Maildir keeps them all.
 KEEP_SENT = 100
@@ -112,11 +114,18 @@ class InlineMemcacheStub(memcache_stub.MemcacheServiceStub):  # type: ignore[mis
 
 
 def install_stubs(outbox: Maildir | None = None, *, keep: int | None = None) -> OutboxMailStub:
-    """Register the mail and memcache stubs process-wide; returns the mail stub."""
+    """Register the mail, memcache and datastore stubs process-wide; returns the mail stub.
+
+    v2's idempotency records go to a file in the Maildir (beside new/ and cur/,
+    where Maildir readers keep their own state), so they outlive the process.
+    """
     stub = OutboxMailStub(outbox, keep=keep)
     # ReplaceStub, not RegisterStub, which asserts when a stub is already there.
     apiproxy_stub_map.apiproxy.ReplaceStub("mail", stub)
     apiproxy_stub_map.apiproxy.ReplaceStub("memcache", InlineMemcacheStub())
+    records = os.path.join(outbox.path, IDEMPOTENCY_FILE) if outbox is not None else None
+    use_local_app_id()
+    apiproxy_stub_map.apiproxy.ReplaceStub("datastore_v3", PersistentDatastoreStub(records))
     return stub
 
 

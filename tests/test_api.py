@@ -294,3 +294,13 @@ def test_settings_or_arguments_not_both(environ: dict[str, str]) -> None:
         assert proxy.endpoint.shown == "http://proxy.test/send"
     with pytest.raises(TypeError):
         GmailProxy(SECRET, settings=settings)
+
+
+def test_the_public_names_are_the_documented_ones() -> None:
+    import gaemail
+    from gaemail import errors
+
+    assert gaemail.GmailProxy is GmailProxy
+    for name in set(gaemail.__all__) - {"GmailProxy"}:
+        assert getattr(gaemail, name) is getattr(errors, name)
+    assert issubclass(gaemail.MessageError, ValueError)

@@ -36,7 +36,7 @@ class PlainHttpx:
 
     def __init__(self, endpoint: transport.Endpoint, timeout: float) -> None:
         self.endpoint = endpoint
-        self._client = httpx.Client(timeout=timeout, verify=False)
+        self._client = httpx.Client(timeout=timeout, verify=endpoint.scheme == "https")
 
     def post(self, body: bytes) -> transport.Response:
         answer = self._client.post(

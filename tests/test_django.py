@@ -366,3 +366,25 @@ def test_seed_name_and_secret_stay_out_of_repr(envdir: Path) -> None:
     backend = mail.get_connection()
     assert isinstance(backend, EmailBackend)
     assert key not in repr(backend.settings) and key not in repr(vars(backend))
+
+
+def test_one_backend_serves_many_threads_over_one_connection(
+    server: Server, relay: Relay, tag: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = mail.get_connection()
+    assert backend.open() is True and backend.open() is False
+
+    def send(n: int) -> int:
+        message = mail.EmailMessage(f"threads {tag} {n}", "x\n", None, [f"r{n}@example.org"])
+        return int(backend.send_messages([message]))
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            assert sum(pool.map(send, range(12))) == 12
+    finally:
+        backend.close()
+    assert relay.connections == 1
+    got = server.wait_for(tagged(tag), count=12)
+    assert Counter(d.subject for d in got) == Counter(f"threads {tag} {n}" for n in range(12))

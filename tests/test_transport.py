@@ -90,3 +90,95 @@ def test_the_deadline_covers_the_whole_answer(listener: socket.socket) -> None:
         stop.set()
         thread.join(10)
     assert time.monotonic() - started < 3
+
+
+# ---------------------------------------------------------------------------
+# Both posters, gmail's http.client one and the Python API's httpx one, meet the
+# same misbehaving peer: the same deadline, the same words, the cause kept.
+# ---------------------------------------------------------------------------
+
+
+def _reset(conn: socket.socket) -> None:
+    import struct
+
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+PEERS = {
+    # behaviour -> what the client is told after "cannot reach the proxy at URL: "
+    "hang": "timed out",
+    "trickle": "timed out",
+    "reset": "Connection reset by peer",
+    "close": "the connection closed before a whole answer",
+}
+
+
+def misbehave(listener: socket.socket, behaviour: str, stop: threading.Event) -> None:
+    conn, _ = listener.accept()
+    with conn:
+        read_request(conn)
+        if behaviour == "hang":
+            stop.wait(10)
+        elif behaviour == "trickle":  # each byte in time, the whole never
+            for byte in NO_CONTENT[:-1]:
+                if stop.wait(0.1):
+                    return
+                conn.sendall(bytes([byte]))
+        elif behaviour == "reset":
+            _reset(conn)
+        # close: end-of-file without an answer
+
+
+def poster(kind: str, url: str, timeout: float) -> transport.Poster:
+    endpoint = transport.Endpoint.parse(url)
+    if kind == "http.client":
+        return transport.Connection(endpoint, timeout)
+    from gaemail.pooled import PooledConnection
+
+    return PooledConnection(endpoint, timeout)
+
+
+@pytest.mark.parametrize("kind", ["http.client", "httpx"])
+@pytest.mark.parametrize("behaviour", sorted(PEERS))
+def test_both_posters_fail_alike_within_the_deadline(
+    listener: socket.socket, kind: str, behaviour: str
+) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=misbehave, args=(listener, behaviour, stop), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    client = poster(kind, url, timeout=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TemporaryFailure) as caught:
+            transport.send(client, b"To: a@example.com\n\nx\n", b"secret", fix_sender=False)
+    finally:
+        client.close()  # type: ignore[attr-defined]
+        stop.set()
+        thread.join(10)
+    assert time.monotonic() - started < 3
+    assert str(caught.value) == f"cannot reach the proxy at {url}: {PEERS[behaviour]}"
+    assert caught.value.__cause__ is not None  # the library's own error, for a traceback
+    assert "secret" not in str(caught.value)
+
+
+def test_the_deadline_holds_through_an_http_proxy_from_the_environment(
+    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The "HTTP proxy" is our trickling peer; the proxy URL's host is never looked up.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    stop = threading.Event()
+    thread = threading.Thread(target=misbehave, args=(listener, "trickle", stop), daemon=True)
+    thread.start()
+    client = poster("httpx", "http://gaemail-proxy.invalid/", timeout=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TemporaryFailure, match="timed out"):
+            client.post(b"msg=a&signature=b")
+    finally:
+        client.close()  # type: ignore[attr-defined]
+        stop.set()
+        thread.join(10)
+    assert time.monotonic() - started < 3

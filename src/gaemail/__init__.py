@@ -1,8 +1,9 @@
 """gaemail: sendmail for servers that deliver through a signed proxy on App Engine.
 
-`from gaemail import GmailProxy, MessageSendingFailure` is the Python API.  The
-names load on first use, so that `gmail`, which imports this package once per
-message, does not pay for httpx.
+`from gaemail import GmailProxy, MessageSendingFailure` is the Python API, and
+`gaemail.django.EmailBackend` Django's backend over it.  The names load on first
+use, so that `gmail`, which imports this package once per message, does not pay
+for httpx.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ TYPE_CHECKING = False  # `gmail` imports this package: no typing at run time
 __all__ = [
     "ConfigurationError",
     "GmailProxy",
+    "MessageError",
     "MessageRejected",
     "MessageSendingFailure",
     "SignatureRejected",
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from gaemail.api import GmailProxy
     from gaemail.errors import (
         ConfigurationError,
+        MessageError,
         MessageRejected,
         MessageSendingFailure,
         SignatureRejected,

@@ -1,25 +1,35 @@
-"""The Python API: `GmailProxy(...).send_mail(msg)` over httpx.
+"""The Python API: `GmailProxy(...).send_mail(msg, recipients=[...])` over httpx.
 
 A long-lived program (a web app, a queue flusher) keeps one GmailProxy and reuses
-its keep-alive connection; the per-message `gmail` command uses gaemail.transport.
+its pool of keep-alive connections; the per-message `gmail` command posts with
+http.client instead.  Both go through the same pipeline, `transport.send`, and
+prepare messages with the same function as `gmail -t` (`prepare_message`):
+settings, envelope, Date and Message-ID, sender fixing — all as for gmail.
 """
 
 from __future__ import annotations
 
 import email.message
-import email.policy
-from collections.abc import Mapping
+import os
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import httpx
 
-from gaemail import protocol
-from gaemail.config import Settings
-from gaemail.errors import MessageSendingFailure, TemporaryFailure
-from gaemail.protocol import v1
-from gaemail.transport import Endpoint
+from gaemail import transport
+from gaemail.config import Settings, calling_user
+from gaemail.errors import MessageSendingFailure
+from gaemail.message.compose import Defaults, Outgoing, prepare_message
+from gaemail.message.envelope import RecipientResolver
+from gaemail.pooled import PooledConnection
+from gaemail.queue import delivery
+from gaemail.queue.journal import Journal
+from gaemail.queue.spool import open_spool
 
 MessageLike = email.message.Message | bytes | str
+JOURNAL_NAME = "gaemail-api"  # the program name on the queue's syslog lines
 
 
 def message_bytes(msg: MessageLike) -> bytes:
@@ -38,13 +48,67 @@ def _has_sender(data: bytes) -> bool:
     return any(line.lower().startswith(b"from:") for line in head.split(b"\n"))
 
 
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a GmailProxy needs, resolved once, as for the `gmail` command."""
+
+    endpoint: transport.Endpoint
+    secret: bytes = field(repr=False)
+    timeout: float
+    fix_sender: bool
+    queue: bool
+    settings: Settings = field(repr=False)  # GMAIL_FROM, aliases, domain, queue dir
+    environ: Mapping[str, str] = field(repr=False)
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        url: str | None = None,
+        secret_key: str | bytes | None = None,
+        timeout: float | None = None,
+        fix_sender: bool = False,
+        queue: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> ClientSettings:
+        """Arguments first, then environment variable, then envdir file.
+
+        Raises ConfigurationError naming the setting to fix.
+        """
+        environ = os.environ if environ is None else environ
+        settings = Settings({"url": url}, environ)
+        if secret_key is None:
+            secret = settings.secret_key()
+        else:
+            secret = secret_key.encode("utf-8") if isinstance(secret_key, str) else secret_key
+        return cls(
+            endpoint=transport.Endpoint.parse(settings.require("url").value),
+            secret=secret,
+            timeout=timeout if timeout is not None else settings.timeout(),
+            fix_sender=fix_sender,
+            queue=queue,
+            settings=settings,
+            environ=environ,
+        )
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What became of a message: sent, or queued for a later attempt (`queued` id)."""
+
+    message_id: str
+    queued: str | None = None
+
+
 class GmailProxy:
     """Sends messages through a gaemail proxy.
 
     Missing arguments resolve as for the `gmail` command: environment variable,
     then envdir file.  A `ConfigurationError` is raised whatever `fail_silently`
     says; sending failures raise `MessageSendingFailure`, or with `fail_silently`
-    make send_mail return False.
+    make send_mail return False.  With `queue`, a temporary failure puts the
+    message in gmail's durable queue instead, for the deliverer to send later.
+    `settings` takes already resolved ClientSettings in place of the others.
     """
 
     def __init__(
@@ -55,58 +119,108 @@ class GmailProxy:
         *,
         timeout: float | None = None,
         fix_sender: bool = False,
+        queue: bool = False,
         environ: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        settings: ClientSettings | None = None,
     ) -> None:
-        settings = Settings({"url": url}, environ)
-        if secret_key is None:
-            secret_key = settings.secret_key()
-        self._secret = secret_key.encode("utf-8") if isinstance(secret_key, str) else secret_key
-        self.endpoint = Endpoint.parse(settings.require("url").value)
+        if settings is None:
+            settings = ClientSettings.resolve(
+                url=url,
+                secret_key=secret_key,
+                timeout=timeout,
+                fix_sender=fix_sender,
+                queue=queue,
+                environ=environ,
+            )
+        elif (secret_key, url, timeout, environ) != (None,) * 4 or fix_sender or queue:
+            raise TypeError("GmailProxy takes either settings or the settings' arguments")
+        self.settings = settings
+        self.endpoint = settings.endpoint
         self.fail_silently = fail_silently
-        self.fix_sender = fix_sender
-        seconds = timeout if timeout is not None else settings.timeout()
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(seconds, connect=min(seconds, 10.0)),
-            transport=transport,
-            # Plain http needs no certificates; https verifies with the system's.
-            verify=self.endpoint.scheme == "https",
-            headers={"User-Agent": "gaemail"},
+        self.fix_sender = settings.fix_sender
+        self.queue = settings.queue
+        found = settings.settings
+        domain = found.mail_domain()
+        self._resolver = RecipientResolver(found.value("aliases"), domain.value if domain else None)
+        user, user_name = calling_user()
+        self._defaults = Defaults(
+            sender=found.value("from"),
+            hostname=socket.gethostname(),
+            user=user,
+            user_name=user_name,
         )
+        self._connection = PooledConnection(settings.endpoint, settings.timeout, transport)
 
-    def send_mail(self, msg: MessageLike) -> bool:
-        """Send one message; True when the proxy accepted it."""
-        data = message_bytes(msg)
+    def send_mail(
+        self,
+        msg: MessageLike,
+        *,
+        sender: str | None = None,
+        recipients: Iterable[str] | None = None,
+    ) -> bool:
+        """Send one message; True when the proxy accepted it (or, with `queue`, queued it).
+
+        `recipients`, when given, are the envelope: the message goes to them and
+        to no one else, whatever its To and Cc say; otherwise To, Cc and Bcc are.
+        A message that cannot be sent as it is raises MessageError, always.
+        """
+        outgoing = self.prepare(msg, sender=sender, recipients=recipients)
         try:
-            self.send_raw(data, fix_sender=self.fix_sender or not _has_sender(data))
+            self.deliver(outgoing)
         except MessageSendingFailure:
             if self.fail_silently:
                 return False
             raise
         return True
 
+    def prepare(
+        self,
+        msg: MessageLike,
+        *,
+        sender: str | None = None,
+        recipients: Iterable[str] | None = None,
+    ) -> Outgoing:
+        """The message as `gmail -t` would send it: envelope, Date, Message-ID, From.
+
+        Prepare once and deliver the result on every attempt: a retry is then the
+        same message, which the proxy knows by its Message-ID and bytes.
+        """
+        if isinstance(recipients, str):
+            recipients = [recipients]
+        outgoing = prepare_message(
+            message_bytes(msg),
+            recipients=list(recipients or ()),
+            read_headers=recipients is None,
+            dot_ends=False,
+            sender=sender,
+            full_name=None,
+            resolver=self._resolver,
+            defaults=self._defaults,
+            fix_sender=self.fix_sender,
+        )
+        if not outgoing.fix_sender and not _has_sender(outgoing.data):
+            # No From and no GMAIL_FROM: the proxy's default sender, or no mail.
+            return Outgoing(outgoing.data, outgoing.envelope, outgoing.message_id, True)
+        return outgoing
+
+    def deliver(self, outgoing: Outgoing) -> Receipt:
+        """Send a prepared message; with `queue`, queue it on a temporary failure."""
+        try:
+            self.send_raw(outgoing.data, fix_sender=outgoing.fix_sender)
+        except MessageSendingFailure as exc:
+            if not (self.queue and exc.temporary):
+                raise
+            ident = queue_message(outgoing, self.settings.settings, self.settings.environ, exc)
+            return Receipt(outgoing.message_id, queued=ident)
+        return Receipt(outgoing.message_id)
+
     def send_raw(self, data: bytes, fix_sender: bool) -> None:
         """Sign and post message bytes as they are; raises on any failure."""
-        body = v1.encode_request(data, self._secret, fix_sender=fix_sender)
-        try:
-            response = self._client.post(
-                self.endpoint.url, content=body, headers={"Content-Type": v1.CONTENT_TYPE}
-            )
-        except httpx.TimeoutException:
-            raise TemporaryFailure(f"the proxy at {self.endpoint.shown} timed out") from None
-        except httpx.HTTPError as exc:
-            raise TemporaryFailure(
-                f"cannot reach the proxy at {self.endpoint.shown}: {type(exc).__name__}"
-            ) from None
-        reason = protocol.answer_reason(response.text, response.reason_phrase)
-        failure = protocol.failure_for(
-            response.status_code, reason, response.headers.get(protocol.ERROR_HEADER)
-        )
-        if failure is not None:
-            raise failure
+        transport.send(self._connection, data, self.settings.secret, fix_sender=fix_sender)
 
     def close(self) -> None:
-        self._client.close()
+        self._connection.close()
 
     def __enter__(self) -> GmailProxy:
         return self
@@ -118,3 +232,19 @@ class GmailProxy:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def queue_message(
+    outgoing: Outgoing,
+    settings: Settings,
+    environ: Mapping[str, str],
+    failure: MessageSendingFailure,
+) -> str:
+    """Put a message the proxy could not take now into gmail's durable queue.
+
+    The same spool, record and backoff as `gmail -odi` after a failed attempt, so
+    the deliverer sends it later; returns its queue id once it is safe on disk.
+    """
+    spool = open_spool(settings, environ)
+    journal = Journal(JOURNAL_NAME, environ)
+    return delivery.enqueue(outgoing, spool, settings, journal, failure)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import time
 
 from gaemail import argv
-from gaemail.config import Settings
+from gaemail.config import Settings, calling_user
 from gaemail.errors import (
     EX_OK,
     GaemailError,
@@ -25,7 +24,7 @@ from gaemail.message.compose import Defaults, Outgoing, compose_mail, prepare_me
 from gaemail.message.envelope import RecipientResolver
 from gaemail.queue import delivery, listing
 from gaemail.queue.journal import Journal
-from gaemail.queue.spool import Entry, Schedule, Spool, State, open_spool
+from gaemail.queue.spool import Spool, open_spool
 
 TYPE_CHECKING = False  # no run-time typing: see the module's docstring
 if TYPE_CHECKING:
@@ -140,16 +139,7 @@ def _enqueue(
     deferred: MessageSendingFailure | None = None,
 ) -> str:
     """Queue durably; from here on the message is ours and the caller may go."""
-    spool = _spool(settings, env)
-    clock = time.time()
-    ident = spool.enqueue(outgoing, clock)
-    reason = str(deferred) if deferred else ""
-    if deferred:
-        schedule = Schedule.from_settings(settings)
-        state = State().deferred(clock, reason, schedule, setup=deferred.setup, forced=False)
-        spool.write_state(ident, state)
-    journal.record("queued", ident, Entry.of(outgoing, clock), reason)
-    return ident
+    return delivery.enqueue(outgoing, _spool(settings, env), settings, journal, deferred)
 
 
 def _flush_due_in_background(settings: Settings, env: Environment, journal: Journal) -> None:
@@ -229,17 +219,6 @@ def build(
         # write a sender App Engine accepts, and a refusal would lose their mail.
         fix_sender=inv.fix_sender is not False,
     )
-
-
-def calling_user() -> tuple[str | None, str | None]:
-    """The login and full name (GECOS, up to its first comma) of the real user."""
-    import pwd
-
-    try:
-        account = pwd.getpwuid(os.getuid())
-    except KeyError:
-        return None, None
-    return account.pw_name, account.pw_gecos.split(",")[0].strip() or None
 
 
 def send_now(outgoing: Outgoing, settings: Settings) -> None:

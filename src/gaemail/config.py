@@ -290,3 +290,14 @@ def parse_duration(text: str) -> float:
     if number != number or number in (float("inf"), float("-inf")):
         raise ValueError(text)
     return number * (scale or 1.0)
+
+
+def calling_user() -> tuple[str | None, str | None]:
+    """The login and full name (GECOS, up to its first comma) of the real user."""
+    import pwd
+
+    try:
+        account = pwd.getpwuid(os.getuid())
+    except KeyError:
+        return None, None
+    return account.pw_name, account.pw_gecos.split(",")[0].strip() or None

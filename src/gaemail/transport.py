@@ -1,9 +1,12 @@
-"""Signed POSTs to the proxy with the standard library's http.client.
+"""The send pipeline (encode, post, answer -> exception), and its http.client poster.
 
-gmail sends one message per process, where importing httpx and building its
-client would cost more than the whole send (see bench/); http.client does it with
-what the interpreter has already loaded.  A flush keeps one connection open per
-worker thread, and every exchange has a deadline, which httpx cannot give.
+`send` is the one pipeline every client goes through: it encodes the request,
+hands it to a poster, and turns the answer into the exception `protocol.KINDS`
+names.  Posters differ only in how the bytes travel: `Connection` here with the
+standard library's http.client, for gmail, which sends one message per process,
+where importing httpx and building its client would cost more than the whole send
+(see bench/); the Python API's poster uses httpx (gaemail.api).  Both bound the
+whole exchange by one deadline and word their failures with `unreachable`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,15 @@ from urllib.parse import urlsplit
 from gaemail import protocol
 from gaemail.errors import ConfigurationError, TemporaryFailure
 from gaemail.protocol import v1
+
+TYPE_CHECKING = False  # gmail imports this module per message: no typing at run time
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Poster(Protocol):
+        """Carries one request body to the proxy and brings its answer back."""
+
+        def post(self, body: bytes) -> Response: ...
 
 
 class Response:
@@ -104,7 +116,7 @@ class Connection:
     def _open(self) -> http.client.HTTPConnection:
         endpoint, timeout = self.endpoint, self.timeout
         if endpoint.scheme == "https":
-            import ssl  # only https pays for it
+            import ssl
 
             return http.client.HTTPSConnection(
                 endpoint.host, endpoint.port, timeout=timeout, context=ssl.create_default_context()
@@ -147,10 +159,8 @@ class Connection:
             self.close()
             if kept and not expired.is_set() and isinstance(exc, _CLOSED_BY_PEER):
                 raise _Stale from None
-            why = "timed out" if expired.is_set() else _describe(exc)
-            raise TemporaryFailure(
-                f"cannot reach the proxy at {self.endpoint.shown}: {why}"
-            ) from None
+            why = TIMED_OUT if expired.is_set() else describe(exc)
+            raise unreachable(self.endpoint, why) from exc
         finally:
             deadline.cancel()
 
@@ -162,15 +172,29 @@ class _Stale(Exception):
 _CLOSED_BY_PEER = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
-def _describe(exc: BaseException) -> str:
+TIMED_OUT = "timed out"
+# The proxy ended the connection before a whole answer: http.client and httpx
+# each have their own words for it, and both clients say this instead.
+CLOSED_EARLY = "the connection closed before a whole answer"
+
+
+def unreachable(endpoint: Endpoint, why: str) -> TemporaryFailure:
+    """The failure every poster raises when no whole answer came back."""
+    return TemporaryFailure(f"cannot reach the proxy at {endpoint.shown}: {why}")
+
+
+def describe(exc: BaseException) -> str:
+    """Why an exchange failed, in the words both clients use."""
     if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
+        return TIMED_OUT
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, http.client.RemoteDisconnected | http.client.IncompleteRead):
+        return CLOSED_EARLY
     return str(exc) or type(exc).__name__
 
 
-def send(connection: Connection, msg: bytes, secret: bytes, *, fix_sender: bool) -> None:
+def send(connection: Poster, msg: bytes, secret: bytes, *, fix_sender: bool) -> None:
     """Sign and send one message; raises the MessageSendingFailure the answer means."""
     response = connection.post(v1.encode_request(msg, secret, fix_sender=fix_sender))
     failure = protocol.failure_for(response.status, response.reason, response.kind)

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from gaemail import transport
 from gaemail.config import Settings
 from gaemail.errors import ConfigurationError, GaemailError, MessageSendingFailure
+from gaemail.message.compose import Outgoing
 from gaemail.queue.journal import Journal
-from gaemail.queue.spool import Claim, Schedule, Spool, age_text
+from gaemail.queue.spool import Claim, Entry, Schedule, Spool, State, age_text
 
 SendFn = Callable[[bytes, bool], None]  # (message, fix_sender); raises MessageSendingFailure
 Progress = Callable[[int, int], None]
@@ -169,6 +170,29 @@ def _subject(headers: str) -> str:
         if line.lower().startswith("subject:"):
             return " ".join(line[8:].split())[:200] or "(no subject)"
     return "(no subject)"
+
+
+def enqueue(
+    outgoing: Outgoing,
+    spool: Spool,
+    settings: Settings,
+    journal: Journal,
+    deferred: MessageSendingFailure | None = None,
+) -> str:
+    """Queue a message durably, as one that failed now when `deferred`; its queue id.
+
+    From here on the message is the queue's and the caller may go.  A setup
+    failure holds it until the setup is fixed.
+    """
+    clock = time.time()
+    ident = spool.enqueue(outgoing, clock)
+    reason = str(deferred) if deferred else ""
+    if deferred:
+        schedule = Schedule.from_settings(settings)
+        state = State().deferred(clock, reason, schedule, setup=deferred.setup, forced=False)
+        spool.write_state(ident, state)
+    journal.record("queued", ident, Entry.of(outgoing, clock), reason)
+    return ident
 
 
 # -- senders: how a delivery reaches the proxy -------------------------------------

@@ -234,11 +234,14 @@ def _closing(head: bytes) -> bytes:
 
 
 def _message_id(request: bytes) -> str | None:
-    body = request.partition(b"\r\n\r\n")[2]
-    try:
-        msg = v1.decode_request(body).msg
-    except v1.RequestError:
-        return None
+    head, _, body = request.partition(b"\r\n\r\n")
+    if head.startswith(b"POST /v2/"):
+        msg = body  # protocol v2 carries the message itself
+    else:
+        try:
+            msg = v1.decode_request(body).msg
+        except v1.RequestError:
+            return None
     head = msg.partition(b"\n\n")[0]
     match = re.search(rb"^Message-ID:\s*(\S+)", head, re.I | re.M)
     return match.group(1).decode("ascii", "replace") if match else None

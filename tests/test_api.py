@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,7 +24,7 @@ from gaemail.errors import (
     SignatureRejected,
     TemporaryFailure,
 )
-from gaemail.protocol import ERROR_HEADER, v1
+from gaemail.protocol import ERROR_HEADER, v1, v2
 
 SECRET = "api-test-secret"
 URL = "http://proxy.test/send?token=t0ken"
@@ -40,18 +41,43 @@ class Recorder:
         self.requests.append(request)
         return self.answers.pop(0) if self.answers else httpx.Response(204)
 
+    def signed(self) -> list[tuple[bytes, bool, v2.Envelope | None]]:
+        """(message, fix_sender, signed envelope or None for v1) of each request,
+        each signature checked as the proxy checks it."""
+        found: list[tuple[bytes, bool, v2.Envelope | None]] = []
+        for request in self.requests:
+            if request.url.path == v2.SEND_PATH:
+                verified = v2.verify_request(
+                    request.url.path,
+                    request.url.query,
+                    request.headers.get_list,
+                    request.content,
+                    [v2.Key.from_secret(SECRET.encode())],
+                    now=int(time.time()),
+                    max_recipients=500,
+                )
+                fields = verified.fields
+                fix = v2.OPTION_FIX_SENDER in fields.options
+                found.append((request.content, fix, fields.envelope))
+            else:
+                form = v1.decode_request(request.content)
+                assert v1.verify([SECRET.encode()], form.msg, form.signature)
+                found.append((form.msg, form.fix_sender, None))
+        return found
+
     def messages(self) -> list[EmailMessage]:
         found = []
-        for request in self.requests:
-            signed = v1.decode_request(request.content)
-            assert v1.verify([SECRET.encode()], signed.msg, signed.signature)
-            msg = email.message_from_bytes(signed.msg, policy=email.policy.default)
+        for data, _, _ in self.signed():
+            msg = email.message_from_bytes(data, policy=email.policy.default)
             assert isinstance(msg, EmailMessage)
             found.append(msg)
         return found
 
     def fix_sender(self) -> list[bool]:
-        return [v1.decode_request(r.content).fix_sender for r in self.requests]
+        return [fix for _, fix, _ in self.signed()]
+
+    def envelopes(self) -> list[v2.Envelope | None]:
+        return [envelope for _, _, envelope in self.signed()]
 
 
 @pytest.fixture
@@ -81,9 +107,32 @@ def make(environ: dict[str, str]) -> Make:
 PLAIN = b"From: a@example.com\nTo: b@example.org\nSubject: hi\n\nbody\n"
 
 
-def test_posts_a_signed_v1_form_to_the_url(make: Make) -> None:
+def test_posts_a_signed_v2_request_by_default(make: Make) -> None:
     handler = Recorder()
     with make(handler) as proxy:
+        assert proxy.send_mail(PLAIN, recipients=["c@example.org"]) is True
+    (request,) = handler.requests
+    assert request.method == "POST" and str(request.url) == "http://proxy.test/v2/send"
+    assert request.headers["Content-Type"] == v2.CONTENT_TYPE
+    assert handler.envelopes() == [v2.Envelope("a@example.com", ("c@example.org",))]
+    (msg,) = handler.messages()
+    assert msg["To"] is None and msg["Bcc"] == "c@example.org"  # v1's way, kept for a v1 proxy
+
+
+def test_a_retry_repeats_the_idempotency_key(make: Make) -> None:
+    handler = Recorder(httpx.Response(503), httpx.Response(204))
+    with make(handler) as proxy:
+        outgoing = proxy.prepare(PLAIN)
+        with pytest.raises(TemporaryFailure):
+            proxy.deliver(outgoing)
+        proxy.deliver(outgoing)
+    keys = [r.headers["Idempotency-Key"] for r in handler.requests]
+    assert len(keys) == 2 and keys[0] == keys[1]
+
+
+def test_posts_a_signed_v1_form_to_the_url(make: Make) -> None:
+    handler = Recorder()
+    with make(handler, protocol="v1") as proxy:
         assert proxy.send_mail(PLAIN) is True
     (request,) = handler.requests
     assert request.method == "POST" and str(request.url) == URL
@@ -101,7 +150,7 @@ def test_date_and_message_id_are_added_once_and_kept_on_every_attempt(make: Make
         with pytest.raises(TemporaryFailure):
             proxy.deliver(outgoing)
         receipt = proxy.deliver(outgoing)
-    first, second = (v1.decode_request(r.content).msg for r in handler.requests)
+    first, second = (data for data, _, _ in handler.signed())
     assert first == second
     msg = handler.messages()[0]
     assert msg["Date"] and msg["Message-ID"] == outgoing.message_id == receipt.message_id
@@ -270,7 +319,7 @@ def test_queue_keeps_a_temporary_failure_for_the_deliverer(
     (path,) = queued_files(environ)
     assert path.name == receipt.queued
     head, _, data = path.read_bytes().partition(b"\n")
-    assert data == outgoing.data == v1.decode_request(handler.requests[0].content).msg
+    assert data == outgoing.data == handler.signed()[0][0]
     record = json.loads(head)
     assert record["message_id"] == outgoing.message_id
     assert record["recipients"] == ["b@example.org", "c@example.org"]

@@ -110,7 +110,12 @@ def test_proxy_down_then_back_each_message_once_without_a_command(tmp_path: Path
         assert len(mail_log().lines(f"{ident}: status=sent")) == 1
 
 
-def test_wrong_key_holds_then_the_fixed_key_sends_once(tmp_path: Path) -> None:
+# What the proxy says of a key it does not know, in each protocol.
+UNKNOWN_KEY = {"v1": b"Signature doesn't match", "v2": b"names a key this proxy knows"}
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_wrong_key_holds_then_the_fixed_key_sends_once(tmp_path: Path, protocol: str) -> None:
     server = start_server(tmp_path / "server")
     try:
         envdir = tmp_path / "envdir"
@@ -118,7 +123,7 @@ def test_wrong_key_holds_then_the_fixed_key_sends_once(tmp_path: Path) -> None:
         right_key = (envdir / "GMAIL_SECRET_KEY").read_text()
         (envdir / "GMAIL_SECRET_KEY").write_text("a-rotated-away-key\n")
         queue = tmp_path / "queue"
-        env = gmail_env(envdir, queue, GMAIL_RETRY=RETRY)
+        env = gmail_env(envdir, queue, GMAIL_RETRY=RETRY, GMAIL_PROTOCOL=protocol)
         done = run([GMAIL, "-odi", "-i", "rcpt7@example.com"], env, message(7))
         assert done.returncode == 0, done.stderr
         assert b"held until the setup is fixed" in done.stderr
@@ -126,7 +131,7 @@ def test_wrong_key_holds_then_the_fixed_key_sends_once(tmp_path: Path) -> None:
         with deliverer(env):
             mail_log().wait_for(f"{ident}: status=held", count=2)  # loud, every attempt
             table = run([GAEMAIL, "queue", "list"], env)
-            assert b"setup" in table.stdout and b"Signature doesn't match" in table.stdout
+            assert b"setup" in table.stdout and UNKNOWN_KEY[protocol] in table.stdout
             failed = run([GAEMAIL, "queue", "list", "--failed"], env)
             assert b"No failed messages" in failed.stdout
             assert server.deliveries() == Counter()

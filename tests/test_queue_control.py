@@ -44,7 +44,7 @@ class Clock:
 
 
 def deliverer(spool: Spool, outcomes: list[Exception | None], clock: Clock) -> Deliverer:
-    def send(data: bytes, fix: bool) -> None:
+    def send(data: bytes, envelope: Envelope, fix: bool) -> None:
         result = outcomes.pop(0)
         if result is not None:
             raise result

@@ -109,7 +109,7 @@ def deliverer(
 ) -> Deliverer:
     sent = sent if sent is not None else []
 
-    def send(data: bytes, fix: bool) -> None:
+    def send(data: bytes, envelope: Envelope, fix: bool) -> None:
         sent.append((data, fix))
         result = outcomes.pop(0)
         if result is not None:

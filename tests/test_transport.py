@@ -11,8 +11,12 @@ import pytest
 
 from gaemail import transport
 from gaemail.errors import TemporaryFailure
+from gaemail.protocol import v1
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+
+# A v1 request as the pipeline builds it; the peers here never read it.
+FORM = transport.Request(None, {"Content-Type": v1.CONTENT_TYPE}, b"msg=a&signature=b")
 
 
 def read_request(conn: socket.socket) -> bytes:
@@ -57,9 +61,9 @@ def test_a_kept_connection_the_proxy_closed_is_replaced(listener: socket.socket)
     thread.start()
     connection = transport.Connection(endpoint(listener), timeout=5)
     try:
-        assert connection.post(b"msg=a&signature=b").status == 204
+        assert connection.post(FORM).status == 204
         time.sleep(0.3)  # the proxy has closed the kept connection by now
-        assert connection.post(b"msg=a&signature=b").status == 204
+        assert connection.post(FORM).status == 204
     finally:
         connection.close()
     thread.join(10)
@@ -84,7 +88,7 @@ def test_the_deadline_covers_the_whole_answer(listener: socket.socket) -> None:
     started = time.monotonic()
     try:
         with pytest.raises(TemporaryFailure, match="timed out"):
-            connection.post(b"msg=a&signature=b")
+            connection.post(FORM)
     finally:
         connection.close()
         stop.set()
@@ -176,7 +180,7 @@ def test_the_deadline_holds_through_an_http_proxy_from_the_environment(
     started = time.monotonic()
     try:
         with pytest.raises(TemporaryFailure, match="timed out"):
-            client.post(b"msg=a&signature=b")
+            client.post(FORM)
     finally:
         client.close()  # type: ignore[attr-defined]
         stop.set()

@@ -22,7 +22,7 @@ from gaemail import transport
 from gaemail.config import Settings, calling_user
 from gaemail.errors import MessageSendingFailure
 from gaemail.message.compose import Defaults, Outgoing, prepare_message
-from gaemail.message.envelope import RecipientResolver
+from gaemail.message.envelope import Envelope, RecipientResolver
 from gaemail.pooled import PooledConnection
 from gaemail.queue import delivery
 from gaemail.queue.journal import Journal
@@ -57,6 +57,7 @@ class ClientSettings:
     timeout: float
     fix_sender: bool
     queue: bool
+    protocol: str  # "v2", or "v1" for a proxy of 2010
     settings: Settings = field(repr=False)  # GMAIL_FROM, aliases, domain, queue dir
     environ: Mapping[str, str] = field(repr=False)
 
@@ -69,6 +70,7 @@ class ClientSettings:
         timeout: float | None = None,
         fix_sender: bool = False,
         queue: bool = False,
+        protocol: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> ClientSettings:
         """Arguments first, then environment variable, then envdir file.
@@ -76,7 +78,7 @@ class ClientSettings:
         Raises ConfigurationError naming the setting to fix.
         """
         environ = os.environ if environ is None else environ
-        settings = Settings({"url": url}, environ)
+        settings = Settings({"url": url, "protocol": protocol}, environ)
         if secret_key is None:
             secret = settings.secret_key()
         else:
@@ -87,6 +89,7 @@ class ClientSettings:
             timeout=timeout if timeout is not None else settings.timeout(),
             fix_sender=fix_sender,
             queue=queue,
+            protocol=settings.protocol_version(),
             settings=settings,
             environ=environ,
         )
@@ -120,6 +123,7 @@ class GmailProxy:
         timeout: float | None = None,
         fix_sender: bool = False,
         queue: bool = False,
+        protocol: str | None = None,
         environ: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         settings: ClientSettings | None = None,
@@ -131,9 +135,10 @@ class GmailProxy:
                 timeout=timeout,
                 fix_sender=fix_sender,
                 queue=queue,
+                protocol=protocol,
                 environ=environ,
             )
-        elif (secret_key, url, timeout, environ) != (None,) * 4 or fix_sender or queue:
+        elif (secret_key, url, timeout, protocol, environ) != (None,) * 5 or fix_sender or queue:
             raise TypeError("GmailProxy takes either settings or the settings' arguments")
         self.settings = settings
         self.endpoint = settings.endpoint
@@ -150,7 +155,9 @@ class GmailProxy:
             user=user,
             user_name=user_name,
         )
-        self._connection = PooledConnection(settings.endpoint, settings.timeout, transport)
+        self._connection = PooledConnection(
+            settings.endpoint, settings.timeout, transport, ca_file=found.value("ca_file")
+        )
 
     def send_mail(
         self,
@@ -207,17 +214,29 @@ class GmailProxy:
     def deliver(self, outgoing: Outgoing) -> Receipt:
         """Send a prepared message; with `queue`, queue it on a temporary failure."""
         try:
-            self.send_raw(outgoing.data, fix_sender=outgoing.fix_sender)
+            self.send_raw(outgoing.data, fix_sender=outgoing.fix_sender, envelope=outgoing.envelope)
         except MessageSendingFailure as exc:
-            if not (self.queue and exc.temporary):
+            # A setup mistake is held in the queue as gmail holds it, never lost.
+            if not (self.queue and (exc.temporary or exc.setup)):
                 raise
             ident = queue_message(outgoing, self.settings.settings, self.settings.environ, exc)
             return Receipt(outgoing.message_id, queued=ident)
         return Receipt(outgoing.message_id)
 
-    def send_raw(self, data: bytes, fix_sender: bool) -> None:
-        """Sign and post message bytes as they are; raises on any failure."""
-        transport.send(self._connection, data, self.settings.secret, fix_sender=fix_sender)
+    def send_raw(self, data: bytes, fix_sender: bool, envelope: Envelope | None = None) -> None:
+        """Sign and post message bytes as they are; raises on any failure.
+
+        Protocol v2 signs `envelope` (who receives it, whatever the headers say);
+        without one, or with protocol v1, the recipients are the message's headers.
+        """
+        transport.send(
+            self._connection,
+            data,
+            self.settings.secret,
+            fix_sender=fix_sender,
+            envelope=envelope.wire() if envelope is not None else None,
+            version=self.settings.protocol,
+        )
 
     def close(self) -> None:
         self._connection.close()

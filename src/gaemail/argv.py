@@ -150,6 +150,20 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
     ),
     Option(
+        ("--protocol",),
+        "value",
+        "both",
+        "v2 (the default) or v1, for a proxy of 2010 (else GMAIL_PROTOCOL)",
+        "VERSION",
+    ),
+    Option(
+        ("--ca-file",),
+        "value",
+        "both",
+        "certificates to trust for an https proxy URL (else GMAIL_CA_FILE)",
+        "FILE",
+    ),
+    Option(
         ("--fix-sender",),
         "flag",
         "both",
@@ -184,6 +198,8 @@ SETTING_FLAGS = {
     "--default-domain": "default_domain",
     "--timeout": "timeout",
     "--queue-dir": "queue_dir",
+    "--protocol": "protocol",
+    "--ca-file": "ca_file",
 }
 # -bX modes: m sends (the default); p lists the queue.  The rest are sendmail
 # services gmail does not provide, refused by name rather than misread.

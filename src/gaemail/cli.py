@@ -223,4 +223,4 @@ def build(
 
 def send_now(outgoing: Outgoing, settings: Settings) -> None:
     """Sign and POST the message; returns only when the proxy accepted it."""
-    delivery.one_shot_sender(settings)(outgoing.data, outgoing.fix_sender)
+    delivery.one_shot_sender(settings)(outgoing.data, outgoing.envelope, outgoing.fix_sender)

@@ -65,6 +65,19 @@ SPECS: dict[str, Spec] = {
         ),
         Spec("timeout", "--timeout", "GMAIL_TIMEOUT", "seconds to wait for the proxy", "30"),
         Spec(
+            "protocol",
+            "--protocol",
+            "GMAIL_PROTOCOL",
+            "protocol version to speak: v2, or v1 for a proxy that knows only the 2010 form",
+            "v2",
+        ),
+        Spec(
+            "ca_file",
+            "--ca-file",
+            "GMAIL_CA_FILE",
+            "certificates (PEM) to trust for an https proxy URL instead of the system's",
+        ),
+        Spec(
             "retry",
             "--retry",
             "GMAIL_RETRY",
@@ -202,6 +215,17 @@ class Settings:
         if "." in host and not host.endswith((".localdomain", ".local")):
             return Setting("default_domain", host, "the host's name")
         return None
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The environment the settings are read from (HTTPS_PROXY and the like, too)."""
+        return self._environ
+
+    def protocol_version(self) -> str:
+        setting = self.require("protocol")
+        if setting.value not in ("v1", "v2"):
+            raise ConfigurationError(f"protocol from {setting.source} must be v1 or v2")
+        return setting.value
 
     def retry_schedule(self) -> tuple[float, float]:
         """(first wait, longest wait) in seconds."""

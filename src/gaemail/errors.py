@@ -95,6 +95,7 @@ class MessageSendingFailure(GaemailError):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.retry_after: int | None = None  # seconds the proxy asked to wait, if any
 
     def __str__(self) -> str:
         if self.status is None:

@@ -14,6 +14,7 @@ socket could not: the socket is known only once the headers are in.
 from __future__ import annotations
 
 import contextvars
+import ssl
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -21,8 +22,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from gaemail import protocol, transport
-from gaemail.protocol import v1
+from gaemail import transport
 
 # The monotonic time the exchange under way in this thread must end by.
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -122,34 +122,36 @@ class PooledConnection:
         endpoint: transport.Endpoint,
         timeout: float,
         http_transport: httpx.BaseTransport | None = None,
+        *,
+        ca_file: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        verify: bool | ssl.SSLContext = endpoint.scheme == "https"
+        if verify and ca_file:
+            verify = ssl.create_default_context(cafile=ca_file)
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout),
             transport=http_transport,
-            # Plain http needs no certificates; https verifies with the system's.
-            verify=endpoint.scheme == "https",
+            # Plain http needs no certificates; https verifies with the system's,
+            # or with GMAIL_CA_FILE's.  HTTP proxies come from the environment.
+            verify=verify,
             headers={"User-Agent": "gaemail"},
         )
         _install_deadlines(self._client)
 
-    def post(self, body: bytes) -> transport.Response:
-        """POST a v1 form body; network failures become TemporaryFailure."""
+    def post(self, request: transport.Request) -> transport.Response:
+        """POST one request; network failures become TemporaryFailure."""
+        url = self.endpoint.url if request.path is None else self.endpoint.origin + request.path
         token = _DEADLINE.set(time.monotonic() + self.timeout)
         try:
-            answer = self._client.post(
-                self.endpoint.url, content=body, headers={"Content-Type": v1.CONTENT_TYPE}
-            )
+            answer = self._client.post(url, content=request.body, headers=request.headers)
         except httpx.HTTPError as exc:
             raise transport.unreachable(self.endpoint, describe(exc)) from exc
         finally:
             _DEADLINE.reset(token)
-        reason = protocol.answer_reason(
-            answer.content.decode("utf-8", "replace"), answer.reason_phrase
-        )
-        return transport.Response(
-            answer.status_code, reason, answer.headers.get(protocol.ERROR_HEADER)
+        return transport.Response.read(
+            answer.status_code, answer.reason_phrase, dict(answer.headers), answer.content
         )
 
     def close(self) -> None:

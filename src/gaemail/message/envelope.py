@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gaemail.errors import ConfigurationError, NoSuchUserError, describe_os_error
+from gaemail.protocol import v2
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,10 @@ class Envelope:
 
     recipients: tuple[str, ...]
     sender: str | None = None
+
+    def wire(self) -> v2.Envelope:
+        """The envelope as protocol v2 signs it; no sender is the null sender."""
+        return v2.Envelope(self.sender or v2.NULL_SENDER, self.recipients)
 
 
 def unique_addresses(addresses: Iterable[str]) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gaemail import protocol
-from gaemail.errors import MessageSendingFailure, TemporaryFailure
+from gaemail.errors import MessageSendingFailure
 
 ALGORITHM = "GAEMAIL-V2-HMAC-SHA256"
 VERSION = "v2"
@@ -290,10 +290,16 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes) -> Answer
     if kind is not None and isinstance(code, str):
         failure = kind.failure(reason, status)
     else:
-        # Not a problem+json of a v2 proxy (an old proxy, some web page): judge by status.
-        failure = protocol.failure_for(status, reason)
-        if failure is None or status == protocol.OK:
-            failure = TemporaryFailure(f"unexpected answer from the proxy URL ({reason})", status)
+        # Not a problem+json of a v2 proxy (a v1-only proxy, some web page): by status.
+        phrase = body.decode("utf-8", "replace") if not document else reason
+        failure = protocol.failure_for(
+            status,
+            protocol.answer_reason(phrase, reason),
+            lowered.get(protocol.ERROR_HEADER.lower()),
+            lowered.get("location"),
+        )
+        if failure is None:  # a 204 without v2's answer: sent, as v1 would say
+            return Answer(status, None, retry_after=retry_after)
     return Answer(
         status, failure, code if isinstance(code, str) else None, retry_after, document=document
     )

@@ -24,10 +24,12 @@ from gaemail import transport
 from gaemail.config import Settings
 from gaemail.errors import ConfigurationError, GaemailError, MessageSendingFailure
 from gaemail.message.compose import Outgoing
+from gaemail.message.envelope import Envelope
 from gaemail.queue.journal import Journal
 from gaemail.queue.spool import Claim, Entry, Schedule, Spool, State, age_text
 
-SendFn = Callable[[bytes, bool], None]  # (message, fix_sender); raises MessageSendingFailure
+# (message, envelope, fix_sender); raises MessageSendingFailure or ConfigurationError
+SendFn = Callable[[bytes, Envelope, bool], None]
 Progress = Callable[[int, int], None]
 
 SENT, DEFERRED, WAITING, FAILED, BUSY, NOT_DUE, HELD = (
@@ -73,7 +75,7 @@ class Deliverer:
                 within = age_text(self.schedule.max_age)
                 return self._fail(claim, f"not delivered within {within}{last}")
             try:
-                self.send(claim.data, claim.entry.fix_sender)
+                self.send(claim.data, claim.entry.envelope, claim.entry.fix_sender)
             except (MessageSendingFailure, ConfigurationError) as exc:
                 return self._failed_attempt(claim, exc, now, force)
             claim.sent()
@@ -129,7 +131,8 @@ class Deliverer:
         if not to or _is_automatic(claim.data):
             return
         try:
-            self.send(bounce_message(claim, reason, self.clock()), True)
+            # From the null sender, so that a bounce of the bounce never comes back.
+            self.send(bounce_message(claim, reason, self.clock()), Envelope((to,)), True)
         except (MessageSendingFailure, ConfigurationError) as exc:
             self.journal.record(FAILED, claim.id, claim.entry, f"bounce not sent: {exc}")
         else:
@@ -210,13 +213,20 @@ def can_deliver(settings: Settings) -> bool:
 
 def one_shot_sender(settings: Settings) -> SendFn:
     """Sends each message on a connection of its own: right for one message."""
-    endpoint = transport.Endpoint.parse(settings.require("url").value)
-    secret, timeout = settings.secret_key(), settings.timeout()
+    secret, version = settings.secret_key(), settings.protocol_version()
+    transport.connection_for(settings).close()  # a bad URL or proxy is said now
 
-    def send(data: bytes, fix_sender: bool) -> None:
-        connection = transport.Connection(endpoint, timeout)
+    def send(data: bytes, envelope: Envelope, fix_sender: bool) -> None:
+        connection = transport.connection_for(settings)
         try:
-            transport.send(connection, data, secret, fix_sender=fix_sender)
+            transport.send(
+                connection,
+                data,
+                secret,
+                fix_sender=fix_sender,
+                envelope=envelope.wire(),
+                version=version,
+            )
         finally:
             connection.close()
 
@@ -231,20 +241,27 @@ def kept_sender(settings: Settings) -> Iterator[SendFn]:
     ConfigurationError: the flush goes on and each message waits for the fix.
     """
     try:
-        endpoint = transport.Endpoint.parse(settings.require("url").value)
-        secret, timeout = settings.secret_key(), settings.timeout()
+        secret, version = settings.secret_key(), settings.protocol_version()
+        transport.connection_for(settings).close()  # the URL, timeout and proxy are sound
     except ConfigurationError as problem:
         yield _refusing(problem)
         return
     mine = threading.local()
     opened: list[transport.Connection] = []
 
-    def send(data: bytes, fix_sender: bool) -> None:
+    def send(data: bytes, envelope: Envelope, fix_sender: bool) -> None:
         connection = getattr(mine, "connection", None)
         if connection is None:
-            connection = mine.connection = transport.Connection(endpoint, timeout)
+            connection = mine.connection = transport.connection_for(settings)
             opened.append(connection)  # list.append is atomic
-        transport.send(connection, data, secret, fix_sender=fix_sender)
+        transport.send(
+            connection,
+            data,
+            secret,
+            fix_sender=fix_sender,
+            envelope=envelope.wire(),
+            version=version,
+        )
 
     try:
         yield send
@@ -254,7 +271,7 @@ def kept_sender(settings: Settings) -> Iterator[SendFn]:
 
 
 def _refusing(problem: ConfigurationError) -> SendFn:
-    def send(data: bytes, fix_sender: bool) -> None:
+    def send(data: bytes, envelope: Envelope, fix_sender: bool) -> None:
         raise problem
 
     return send

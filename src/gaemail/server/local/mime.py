@@ -1,0 +1,75 @@
+"""A sent MailMessage as the Mail API would deliver it: the SDK's one conversion, tidied.
+
+The SDK's `mail_message_to_mime_message` always wraps the body in
+multipart/mixed and labels ASCII text us-ascii.  Here a message without
+attachments is its body part alone, and text is labelled UTF-8 (ASCII is UTF-8),
+as the manual page promises.  Bcc leaves the headers; every recipient goes into
+X-Envelope-To and the client's Message-ID into X-Gaemail-Message-Id: local
+annotations, which App Engine does not add (the README and the outbox view say so).
+"""
+
+from __future__ import annotations
+
+from email import encoders
+from email.message import Message
+from email.utils import formatdate, getaddresses
+from typing import Any
+
+from google.appengine.api import mail
+
+from gaemail.server.local.rules import MAX_LINE
+
+ENVELOPE_HEADER = "X-Envelope-To"
+MESSAGE_ID_HEADER = "X-Gaemail-Message-Id"
+LOCAL_ANNOTATIONS = (ENVELOPE_HEADER, MESSAGE_ID_HEADER)
+_BODY_HEADERS = ("content-type", "mime-version", "content-transfer-encoding")
+
+
+def outbox_message(request: Any, message_id: str | None) -> Message:
+    """The message written to the outbox for a sent MailMessage protobuf."""
+    mime: Message = mail.mail_message_to_mime_message(request)
+    del mime["Bcc"]
+    if not request.ReplyTo:
+        del mime["Reply-To"]  # the SDK writes an empty one
+    parts: list[Message] = mime.get_payload()  # type: ignore[assignment]
+    for part in parts:
+        if part.get_content_disposition() == "attachment":
+            # The SDK leaves attachment bytes raw, with no transfer encoding, which
+            # no file or transport keeps intact.
+            encoders.encode_base64(part)
+    if len(parts) == 1:
+        mime = _unwrapped(mime, parts[0])
+    for part in mime.walk():
+        if part.get_content_maintype() == "text":
+            _label_utf8(part)
+    mime["Date"] = formatdate(localtime=True)
+    mime[ENVELOPE_HEADER] = ", ".join(envelope_recipients(request))
+    if message_id:
+        mime[MESSAGE_ID_HEADER] = message_id
+    return mime
+
+
+def _unwrapped(mixed: Message, body: Message) -> Message:
+    """`body` with the message headers of its multipart/mixed wrapper."""
+    for name, value in mixed.items():
+        if name.lower() not in _BODY_HEADERS:
+            body[name] = value
+    return body
+
+
+def _label_utf8(part: Message) -> None:
+    """Label ASCII text UTF-8; 7bit text with over-long lines becomes quoted-printable."""
+    if part.get_content_charset() == "us-ascii":
+        part.set_param("charset", "utf-8")
+    if part.get("Content-Transfer-Encoding", "7bit").lower() != "7bit":
+        return
+    payload = part.get_payload()
+    if isinstance(payload, str) and any(len(line) > MAX_LINE for line in payload.splitlines()):
+        del part["Content-Transfer-Encoding"]
+        encoders.encode_quopri(part)
+
+
+def envelope_recipients(request: Any) -> list[str]:
+    """The bare address of every To, Cc and Bcc recipient of a MailMessage."""
+    fields = [*request.To, *request.Cc, *request.Bcc]
+    return [address for _, address in getaddresses(fields) if address]

@@ -297,7 +297,10 @@ def test_a_boundary_that_is_in_the_text_is_not_used(monkeypatch: pytest.MonkeyPa
     taken = "=" * 15 + f"{42:0{len(repr(sys.maxsize - 1))}d}" + "=="
     msg = outbox_message(
         mail.EmailMessage(
-            sender="s@example.com", to="t@example.org", body=f"--{taken}\nnot a part\n"
+            sender="s@example.com",
+            to="t@example.org",
+            body=f"--{taken}\nnot a part\n",
+            html="<p>a second part, so that the message is multipart</p>",
         ).ToProto(),
         None,
     )

@@ -142,11 +142,14 @@ class BoundedWSGIServer(BaseWSGIServer):
         threads: int = DEFAULT_THREADS,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
+        # Before the base constructor, which calls server_close() on its way.
         self.request_timeout = request_timeout
-        super().__init__(host, port, app, BoundedRequestHandler, fd=fd)
         self.threads = threads
         self.watchdog = _Watchdog(request_timeout)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gaemail-http")
+        self._closing = False
+        super().__init__(host, port, app, BoundedRequestHandler, fd=fd)
+        self._closing = True
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self._pool.submit(self._serve_connection, request, client_address)
@@ -161,5 +164,6 @@ class BoundedWSGIServer(BaseWSGIServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self.watchdog.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._closing:  # not the base constructor's call
+            self.watchdog.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -4,7 +4,8 @@ werkzeug's threaded server starts a thread per connection, and a client that
 sends its headers or its body a byte at a time keeps its thread for as long as
 it likes: sixty such clients pin sixty threads.  Here connections are served by
 at most `threads` workers, and a request whose headers and body have not fully
-arrived `request_timeout` seconds after it began is cut off: a watchdog shuts
+arrived `request_timeout` seconds after it began (for the first request of a
+connection: after the connection was accepted) is cut off: a watchdog shuts
 the socket down, which ends the worker's blocked read.  Connections beyond the
 pool wait in the pool's queue, holding a socket but no thread.
 """
@@ -39,8 +40,9 @@ class _Watchdog:
         self._thread.start()
 
     def arriving(self, sock: socket.socket) -> None:
+        """Start the clock for `sock`, unless it runs already (since the connection came)."""
         with self._lock:
-            self._deadlines[sock] = time.monotonic() + self.timeout
+            self._deadlines.setdefault(sock, time.monotonic() + self.timeout)
 
     def arrived(self, sock: socket.socket) -> None:
         with self._lock:
@@ -152,6 +154,9 @@ class BoundedWSGIServer(BaseWSGIServer):
         self._closing = True
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        # The clock runs from the accept: time spent waiting for a worker counts, so
+        # the slow connections ahead of a good one are cut in time, not in turn.
+        self.watchdog.arriving(request)
         self._pool.submit(self._serve_connection, request, client_address)
 
     def _serve_connection(self, request: Any, client_address: Any) -> None:

@@ -115,7 +115,7 @@ class DailyQuota:
     Each recipient counts, as App Engine counts recipients emailed.  A message
     with more recipients than are left is refused whole and uses nothing.  The
     period is App Engine's Pacific day, or `period` seconds counted from the
-    moment the quota was made (for tests: a day that ends when they want).
+    first message (for tests: a day that ends when they want).
     """
 
     def __init__(
@@ -128,15 +128,17 @@ class DailyQuota:
         self.limit = limit
         self._clock = clock
         self._period = period
-        self._start = clock()
+        self._start: float | None = None
         self._lock = threading.Lock()
-        self._day = self._current_day()
+        self._day = self._current_day() if period is None else 0
         self._used = 0
 
     def _current_day(self) -> int:
         now = self._clock()
         if self._period is None:
             return pacific_day(now)
+        if self._start is None:
+            self._start = now
         return int((now - self._start) // self._period)
 
     def take(self, recipients: int) -> None:

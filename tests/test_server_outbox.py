@@ -328,3 +328,16 @@ def test_stub_calls_run_in_the_request_thread(
     monkeypatch.setattr(type(mail_stub), "_Dynamic_Send", recording_send)
     assert post_message(plain_message.as_bytes()).status_code == protocol.SENT
     assert threads == [threading.get_ident()]
+
+
+def test_without_fsync_delivery_syncs_nothing_and_is_still_atomic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    maildir = Maildir(tmp_path / "box", fsync=False)
+    path = maildir.deliver(b"Subject: fast\n\nx\n")
+    assert synced == []
+    assert path.parent.name == "new"
+    assert path.read_bytes() == b"Subject: fast\n\nx\n"
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []

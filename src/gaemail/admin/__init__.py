@@ -98,6 +98,13 @@ def config_command(url: str | None, secret_file: str | None) -> None:
     " Pacific time]",
 )
 @click.option(
+    "--fsync/--no-fsync",
+    default=False,
+    show_default=True,
+    help="fsync each message and new/ before answering, so that acknowledged mail"
+    " survives a power loss (slower).",
+)
+@click.option(
     "--threads",
     type=click.IntRange(1, 256),
     default=16,
@@ -129,6 +136,7 @@ def serve_command(
     authorized_senders_file: str | None,
     daily_quota: int | None,
     quota_period: float | None,
+    fsync: bool,
     threads: int,
     request_timeout: float,
     state_dir: str | None,
@@ -161,6 +169,7 @@ def serve_command(
         allow_remote=allow_remote,
         threads=threads,
         request_timeout=request_timeout,
+        fsync=fsync,
     )
     serve(options, os.environ, sys.stdout, sys.stderr)
 

@@ -27,6 +27,7 @@ from gaemail.server.local.rules import LocalRules, check_header_lines
 from gaemail.server.sending import ORIGINAL_MESSAGE_ID
 
 OUTBOX_VARIABLE = "GAEMAIL_OUTBOX"
+FSYNC_VARIABLE = "GAEMAIL_FSYNC"
 MAIL_STUB_EXTENSION = "mail_stub"
 MEMCACHE_STUB_EXTENSION = "memcache_stub"
 # Sent requests kept in memory for tests that read them back (the Maildir is the
@@ -140,6 +141,7 @@ def create_local_app(
     *,
     keep: int = KEEP_FOR_TESTS,
     rules: LocalRules | None = None,
+    fsync: bool = True,
 ) -> Flask:
     """The proxy app on local stubs, delivering into the Maildir at `outbox_dir` (if any).
 
@@ -148,7 +150,7 @@ def create_local_app(
     X-AppEngine-* headers.  `app.extensions["mail_stub"]` is the mail stub.
     """
     app = create_app(config)
-    outbox = Maildir(outbox_dir) if outbox_dir is not None else None
+    outbox = Maildir(outbox_dir, fsync=fsync) if outbox_dir is not None else None
     stub = install_stubs(outbox, keep=keep, rules=rules)
     app.extensions[MAIL_STUB_EXTENSION] = stub
     app.extensions[MEMCACHE_STUB_EXTENSION] = apiproxy_stub_map.apiproxy.GetStub("memcache")
@@ -169,12 +171,15 @@ __all__ = [
 def app_from_environment() -> Flask:
     """The local app for WSGI servers such as gunicorn, configured by the environment.
 
-    GAEMAIL_OUTBOX names the Maildir; GMAIL_SECRET_KEY and GMAIL_DEFAULT_SENDER
-    are read as on App Engine.
+    GAEMAIL_OUTBOX names the Maildir, GAEMAIL_FSYNC=1 fsyncs each message (the
+    policy in gaemail.server.local.outbox); GMAIL_SECRET_KEY and
+    GMAIL_DEFAULT_SENDER are read as on App Engine.
     """
     outbox = os.environ.get(OUTBOX_VARIABLE)
     if not outbox:
         raise ConfigurationError(f"set {OUTBOX_VARIABLE} to the Maildir that receives sent mail")
-    app = create_local_app(ServerConfig.load(None, os.environ), outbox, keep=0)
+    fsync = os.environ.get(FSYNC_VARIABLE, "") == "1"
+    config = ServerConfig.load(None, os.environ)
+    app = create_local_app(config, outbox, keep=0, fsync=fsync)
     log_requests_to(sys.stderr)
     return app

@@ -17,7 +17,7 @@ from typing import Any
 
 from google.appengine.api import mail
 
-from gaemail.server.local.rules import MAX_LINE
+from gaemail.server.local.rules import MAX_LINE, bare_address
 
 ENVELOPE_HEADER = "X-Envelope-To"
 MESSAGE_ID_HEADER = "X-Gaemail-Message-Id"
@@ -26,22 +26,31 @@ _BODY_HEADERS = ("content-type", "mime-version", "content-transfer-encoding")
 
 
 def outbox_message(request: Any, message_id: str | None) -> Message:
-    """The message written to the outbox for a sent MailMessage protobuf."""
+    """The message written to the outbox for a sent MailMessage protobuf.
+
+    The SDK's conversion has a known shape: multipart/mixed holding the body
+    (one text part, or multipart/alternative) and then one part per attachment,
+    in the request's order; that shape is used here rather than rediscovered.
+    """
     mime: Message = mail.mail_message_to_mime_message(request)
     del mime["Bcc"]
     if not request.ReplyTo:
         del mime["Reply-To"]  # the SDK writes an empty one
     parts: list[Message] = mime.get_payload()  # type: ignore[assignment]
-    for part in parts:
-        if part.get_content_disposition() == "attachment":
-            # The SDK leaves attachment bytes raw, with no transfer encoding, which
-            # no file or transport keeps intact.
-            encoders.encode_base64(part)
-    if len(parts) == 1:
-        mime = _unwrapped(mime, parts[0])
-    for part in mime.walk():
-        if part.get_content_maintype() == "text":
-            _label_utf8(part)
+    body, *attached = parts
+    for part in attached:
+        # The SDK leaves attachment bytes raw, with no transfer encoding, which
+        # no file or transport keeps intact.
+        encoders.encode_base64(part)
+    texts = [request.TextBody, request.AmpHtmlBody, request.HtmlBody]
+    subtypes = ["plain", "x-amp-html", "html"]
+    present = [i for i, field in enumerate(("TextBody", "AmpHtmlBody", "HtmlBody"))
+               if request.HasField(field)]  # fmt: skip
+    text_parts: list[Message] = body.get_payload() if body.is_multipart() else [body]  # type: ignore[assignment]
+    for i, part in zip(present, text_parts, strict=True):
+        _label_utf8(part, texts[i], subtypes[i])
+    if not attached:
+        mime = _unwrapped(mime, body)
     mime["Date"] = formatdate(localtime=True)
     mime[ENVELOPE_HEADER] = ", ".join(envelope_recipients(request))
     if message_id:
@@ -57,19 +66,26 @@ def _unwrapped(mixed: Message, body: Message) -> Message:
     return body
 
 
-def _label_utf8(part: Message) -> None:
-    """Label ASCII text UTF-8; 7bit text with over-long lines becomes quoted-printable."""
-    if part.get_content_charset() == "us-ascii":
-        part.set_param("charset", "utf-8")
-    if part.get("Content-Transfer-Encoding", "7bit").lower() != "7bit":
+def _label_utf8(part: Message, text: str, subtype: str) -> None:
+    """Label ASCII text UTF-8; 7bit text with over-long lines becomes quoted-printable.
+
+    The SDK chose us-ascii and 7bit exactly when the text is ASCII.
+    """
+    if not text.isascii():
         return
-    payload = part.get_payload()
-    if isinstance(payload, str) and any(len(line) > MAX_LINE for line in payload.splitlines()):
+    part.replace_header("Content-Type", f'text/{subtype}; charset="utf-8"')
+    if len(text) > MAX_LINE and any(len(line) > MAX_LINE for line in text.splitlines()):
         del part["Content-Transfer-Encoding"]
         encoders.encode_quopri(part)
 
 
 def envelope_recipients(request: Any) -> list[str]:
     """The bare address of every To, Cc and Bcc recipient of a MailMessage."""
-    fields = [*request.To, *request.Cc, *request.Bcc]
-    return [address for _, address in getaddresses(fields) if address]
+    found = []
+    for entry in (*request.To, *request.Cc, *request.Bcc):
+        address = bare_address(entry)
+        if address is None:  # not checked (LocalRules(strict=False)): as the parser reads it
+            found += [a for _, a in getaddresses([entry]) if a]
+        else:
+            found.append(address)
+    return found

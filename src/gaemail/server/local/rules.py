@@ -67,12 +67,22 @@ class Senders:
             )
 
 
+def bare_address(entry: str) -> str | None:
+    """The one address in a To/Cc/Bcc entry ('a@b.example' or 'Name <a@b.example>'), or None."""
+    text = entry.strip()
+    if _ADDRESS.fullmatch(text):
+        return text  # the common case, without the parser
+    parsed = getaddresses([entry])
+    if len(parsed) != 1 or not _ADDRESS.fullmatch(parsed[0][1]):
+        return None
+    return parsed[0][1]
+
+
 def check_addresses(request: Any) -> None:
     """Every To, Cc and Bcc entry must be one address: local@domain."""
     for field in ("To", "Cc", "Bcc"):
         for entry in getattr(request, field):
-            parsed = getaddresses([entry])
-            if len(parsed) != 1 or not _ADDRESS.fullmatch(parsed[0][1]):
+            if bare_address(entry) is None:
                 raise bad_request(f"Invalid {field} address {entry!r}: not local@domain")
 
 

@@ -56,6 +56,7 @@ class ServeOptions:
     allow_remote: bool = False
     threads: int = DEFAULT_THREADS
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    fsync: bool = False
 
 
 def serve(options: ServeOptions, environ: Mapping[str, str], out: TextIO, err: TextIO) -> None:
@@ -75,7 +76,7 @@ def serve(options: ServeOptions, environ: Mapping[str, str], out: TextIO, err: T
     config = ServerConfig(keys=keys, default_sender=sender or LOCAL_DEFAULT_SENDER)
     outbox = Path(options.outbox).absolute() if options.outbox else state_dir / "outbox"
     rules = local_rules(options, config)
-    app = create_local_app(config, outbox, keep=0, rules=rules)
+    app = create_local_app(config, outbox, keep=0, rules=rules, fsync=options.fsync)
     register_outbox_view(app, outbox, loopback=not options.allow_remote)
     log_requests_to(err)
     server = listen(options, app)

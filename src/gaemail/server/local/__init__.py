@@ -94,7 +94,7 @@ class OutboxMailStub(mail_stub.MailServiceStub):  # type: ignore[misc]
             super()._CacheMessage(message)
             del self._cached_messages[: -self.keep or len(self._cached_messages)]
 
-    def get_sent_messages(self, **patterns: Any) -> list[Any]:
+    def get_sent_messages(self, *args: Any, **patterns: Any) -> list[Any]:
         """The SDK's get_sent_messages, over the requests kept."""
         with self._mutex:
             kept = list(self.requests)
@@ -104,7 +104,7 @@ class OutboxMailStub(mail_stub.MailServiceStub):  # type: ignore[misc]
         ]
         with self._mutex:
             self._cached_messages = messages
-        found: list[Any] = super().get_sent_messages(**patterns)
+        found: list[Any] = super().get_sent_messages(*args, **patterns)
         with self._mutex:
             self._cached_messages = []
         return found

@@ -10,6 +10,7 @@ annotations, which App Engine does not add (the README and the outbox view say s
 
 from __future__ import annotations
 
+import re
 from email import encoders
 from email.message import Message
 from email.utils import formatdate, getaddresses
@@ -22,6 +23,7 @@ from gaemail.server.local.rules import MAX_LINE, bare_address
 ENVELOPE_HEADER = "X-Envelope-To"
 MESSAGE_ID_HEADER = "X-Gaemail-Message-Id"
 LOCAL_ANNOTATIONS = (ENVELOPE_HEADER, MESSAGE_ID_HEADER)
+_LONG_LINE = re.compile(rf"[^\r\n]{{{MAX_LINE + 1}}}")
 _BODY_HEADERS = ("content-type", "mime-version", "content-transfer-encoding")
 
 
@@ -33,7 +35,8 @@ def outbox_message(request: Any, message_id: str | None) -> Message:
     in the request's order; that shape is used here rather than rediscovered.
     """
     mime: Message = mail.mail_message_to_mime_message(request)
-    del mime["Bcc"]
+    if request.Bcc:
+        del mime["Bcc"]
     if not request.ReplyTo:
         del mime["Reply-To"]  # the SDK writes an empty one
     parts: list[Message] = mime.get_payload()  # type: ignore[assignment]
@@ -74,7 +77,7 @@ def _label_utf8(part: Message, text: str, subtype: str) -> None:
     if not text.isascii():
         return
     part.replace_header("Content-Type", f'text/{subtype}; charset="utf-8"')
-    if len(text) > MAX_LINE and any(len(line) > MAX_LINE for line in text.splitlines()):
+    if len(text) > MAX_LINE and _LONG_LINE.search(text):
         del part["Content-Transfer-Encoding"]
         encoders.encode_quopri(part)
 

@@ -150,6 +150,8 @@ class BoundedWSGIServer(BaseWSGIServer):
         self.watchdog = _Watchdog(request_timeout)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gaemail-http")
         self._closing = False
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(host, port, app, BoundedRequestHandler, fd=fd)
         self._closing = True
 
@@ -157,6 +159,8 @@ class BoundedWSGIServer(BaseWSGIServer):
         # The clock runs from the accept: time spent waiting for a worker counts, so
         # the slow connections ahead of a good one are cut in time, not in turn.
         self.watchdog.arriving(request)
+        with self._open_lock:
+            self._open.add(request)
         self._pool.submit(self._serve_connection, request, client_address)
 
     def _serve_connection(self, request: Any, client_address: Any) -> None:
@@ -165,6 +169,8 @@ class BoundedWSGIServer(BaseWSGIServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            with self._open_lock:
+                self._open.discard(request)
             self.shutdown_request(request)
 
     def server_close(self) -> None:
@@ -172,3 +178,9 @@ class BoundedWSGIServer(BaseWSGIServer):
         if self._closing:  # not the base constructor's call
             self.watchdog.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            # Unblock the workers still reading, so that the process can exit now.
+            with self._open_lock:
+                still_open = list(self._open)
+            for sock in still_open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)

@@ -28,7 +28,7 @@
       link.textContent = m.subject || "(no subject)";
       cell(row, "").appendChild(link);
       cell(row, String(m.size), "num");
-      cell(row, m.attachments ? String(m.attachments) : "");
+      cell(row, m.attachments ? String(m.attachments) : "", "num");
     }
     table.tBodies[0].replaceWith(body);
     const count = document.getElementById("count");

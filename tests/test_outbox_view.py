@@ -199,3 +199,20 @@ def test_state_tag_answers_304_until_mail_arrives(
     assert view.get("/outbox/api/state", headers={"If-None-Match": etag}).status_code == 304
     send(view, plain_message)
     assert view.get("/outbox/api/state", headers={"If-None-Match": etag}).status_code == 200
+
+
+def test_the_list_page_shows_the_newest_and_says_so(
+    view: FlaskClient, plain_message: EmailMessage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gaemail.server.local.view import pages
+
+    monkeypatch.setattr(pages, "LIST_LIMIT", 2)
+    for n in range(3):
+        plain_message.replace_header("Message-ID", f"<limit-{n}@example.com>")
+        plain_message.replace_header("Subject", f"number {n}")
+        send(view, plain_message)
+    page = view.get("/outbox/").get_data(as_text=True)
+    assert page.count("<tr data-id=") == 2
+    assert "number 2" in page and "number 0" not in page
+    assert "The newest 2 of 3 messages are shown" in page
+    assert len(view.get("/outbox/api/messages").get_json()["messages"]) == 3

@@ -12,6 +12,8 @@ from flask import Response, abort, current_app, jsonify, render_template, reques
 from gaemail.server.local.mime import ENVELOPE_HEADER, MESSAGE_ID_HEADER
 from gaemail.server.local.view import reading
 
+# The list page shows the newest this many; the API lists them all.
+LIST_LIMIT = 500
 # Images a browser may show inline from an attachment; SVG can carry script.
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 _CID = re.compile(r"""(["'(])cid:([^"')\s]+)""", re.IGNORECASE)
@@ -33,7 +35,14 @@ def _message(name: str) -> EmailMessage:
 
 
 def listing() -> str:
-    return render_template("list.html", messages=_state().outbox.summaries(), token=_state().token)
+    outbox = _state().outbox
+    return render_template(
+        "list.html",
+        messages=outbox.summaries(LIST_LIMIT),
+        total=len(outbox.names()),
+        limit=LIST_LIMIT,
+        token=_state().token,
+    )
 
 
 def message_page(name: str) -> str:

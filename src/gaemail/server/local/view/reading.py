@@ -190,9 +190,10 @@ class Outbox:
         data = self.read(name)
         return None if data is None else parse(data)
 
-    def summaries(self) -> list[Summary]:
+    def summaries(self, limit: int | None = None) -> list[Summary]:
+        """The newest `limit` messages' summaries (all without a limit), newest first."""
         found = []
-        for name in self.names():
+        for name in self.names()[:limit]:
             summary = self.summary(name)
             if summary is not None:
                 found.append(summary)

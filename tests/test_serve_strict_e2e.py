@@ -218,3 +218,22 @@ def test_slow_clients_are_cut_off_and_do_not_pin_threads(
             drip.join(TIMEOUT)
         for sock in socks:
             sock.close()
+
+
+def test_serve_stops_at_once_with_slow_clients_connected(
+    start_serve: Callable[..., ServeProcess], clean_env: dict[str, str]
+) -> None:
+    serve = start_serve("--threads", "2", "--request-timeout", "60", env=clean_env)
+    url, _, _ = serve.startup(4)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) for _ in range(4)]
+    try:
+        for sock in socks:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and nothing more
+        time.sleep(0.5)  # the workers are reading
+        began = time.monotonic()
+        assert serve.stop() == 0
+        assert time.monotonic() - began < 5.0
+    finally:
+        for sock in socks:
+            sock.close()

@@ -33,6 +33,8 @@ def start_proxy(bench: Workbench) -> services.Service:
                 str(state),
                 "--outbox",
                 str(state / "outbox"),
+                "--authorized-sender",
+                "*",
             ],
             bench.base_env(),
             bench.scratch,

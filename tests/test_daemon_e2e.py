@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from faultproxy import FaultProxy
 from queue_support import (
     GAEMAIL,
     GMAIL,
@@ -87,24 +88,30 @@ def test_new_mail_goes_out_as_it_arrives(tmp_path: Path) -> None:
 
 
 def test_proxy_down_then_back_each_message_once_without_a_command(tmp_path: Path) -> None:
-    state = tmp_path / "server"
-    server = start_server(state)
-    port, envdir = server.port, server.envdir
-    stop(server)  # the proxy is down; its key and URL stay in the envdir
+    server = start_server(tmp_path / "server")
     queue = tmp_path / "queue"
     queue.mkdir()
-    env = gmail_env(envdir, queue, GMAIL_RETRY=RETRY, GMAIL_TIMEOUT="2")
-    with deliverer(env):
-        acknowledged = queue_only(env, range(5))
-        wait_for(lambda: attempted_and_unlocked(queue), "a failed attempt at each message")
-        idents = queued_ids(queue)
-        assert queued(queue) == acknowledged
-        server = start_server(state, port)  # back, on the same URL
-        try:
-            wait_for(lambda: server.deliveries() == acknowledged, "each message, once")
-            assert queued(queue) == Counter()
-        finally:
-            stop(server)
+    try:
+        # The proxy is down: every connection to its URL is reset.
+        with FaultProxy(server.port, default="reset") as proxy:
+            env = gmail_env(
+                server.envdir,
+                queue,
+                GMAIL_RETRY=RETRY,
+                GMAIL_TIMEOUT="2",
+                GMAIL_PROXY_URL=proxy.url,
+            )
+            with deliverer(env):
+                acknowledged = queue_only(env, range(5))
+                wait_for(lambda: attempted_and_unlocked(queue), "a failed attempt at each message")
+                idents = queued_ids(queue)
+                assert queued(queue) == acknowledged
+                assert server.deliveries() == Counter()
+                proxy.default = "forward"  # back, on the same URL
+                wait_for(lambda: server.deliveries() == acknowledged, "each message, once")
+                assert queued(queue) == Counter()
+    finally:
+        stop(server)
     for ident in idents:
         assert mail_log().lines(f"{ident}: status=deferred")
         assert len(mail_log().lines(f"{ident}: status=sent")) == 1

@@ -110,6 +110,7 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     """The environment without gaemail settings, state kept under tmp_path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GMAIL_", "GAEMAIL_"))}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env["GMAIL_ENVDIR"] = str(tmp_path / "no-system-envdir")  # not the machine's /etc/envdir
     return env
 
 
@@ -138,9 +139,15 @@ def test_serve_relays_curl_posts_into_the_maildir(
     secret_file = tmp_path / "keys"
     secret_file.write_text("# current\ne2e-key\n")
     serve = start_serve(
-        "--secret-file", str(secret_file), "--outbox", str(tmp_path / "box"), env=clean_env
+        "--secret-file",
+        str(secret_file),
+        "--outbox",
+        str(tmp_path / "box"),
+        "--authorized-sender",
+        "cron@example.com",
+        env=clean_env,
     )
-    url, outbox, _ = serve.startup(2)
+    url, outbox, _ = serve.startup(3)
     assert outbox == tmp_path / "box"
     msg_file = tmp_path / "msg.eml"
     msg_file.write_bytes(LATIN1_MESSAGE)
@@ -166,10 +173,11 @@ def test_serve_relays_curl_posts_into_the_maildir(
 def test_serve_without_a_secret_makes_a_development_envdir(
     start_serve: Callable[..., ServeProcess], clean_env: dict[str, str], tmp_path: Path
 ) -> None:
-    serve = start_serve(env=clean_env)
-    url, outbox, output = serve.startup(3)
+    serve = start_serve("--authorized-sender", "cron@example.com", env=clean_env)
+    url, outbox, output = serve.startup(4)
     envdir = tmp_path / "state" / "gaemail" / "envdir"
-    assert output[2] == f"export GMAIL_ENVDIR={envdir}"
+    assert output[2] == f"Outbox view: {url}outbox/"
+    assert output[3] == f"export GMAIL_ENVDIR={envdir}"
     assert outbox == tmp_path / "state" / "gaemail" / "outbox"
     assert (envdir / "GMAIL_PROXY_URL").read_text() == url + "\n"
     key_file = envdir / "GMAIL_SECRET_KEY"
@@ -185,7 +193,7 @@ def test_serve_without_a_secret_makes_a_development_envdir(
 
     # A restart keeps the key, so a configured gmail keeps working, and updates the URL.
     again = start_serve(env=clean_env)
-    new_url, _, _ = again.startup(3)
+    new_url, _, _ = again.startup(4)
     assert key_file.read_text().strip() == key
     assert (envdir / "GMAIL_PROXY_URL").read_text() == new_url + "\n"
 
@@ -194,7 +202,7 @@ def test_serve_reports_a_busy_port(
     start_serve: Callable[..., ServeProcess], clean_env: dict[str, str], tmp_path: Path
 ) -> None:
     first = start_serve(env=clean_env)
-    url, _, _ = first.startup(3)
+    url, _, _ = first.startup(4)
     port = url.rsplit(":", 1)[1].rstrip("/")
     result = subprocess.run(
         [str(GAEMAIL), "serve", "--host", "127.0.0.1", "--port", port],

@@ -65,8 +65,11 @@ def test_app_from_environment_sends_into_the_outbox(
     raw = b"To: t@example.org\nSubject: s\n\nx\n"
     body = v1.encode_request(raw, b"k2", fix_sender=True)
     assert app.test_client().post("/", data=body).status_code == protocol.SENT
-    assert stub.get_sent_messages()[0].sender == "app@example.appspotmail.com"
-    assert len(Maildir(tmp_path / "out").delivered()) == 1
+    # The Maildir is the record; a long-running app keeps no message in memory.
+    (path,) = Maildir(tmp_path / "out").delivered()
+    assert b"\nFrom: app@example.appspotmail.com\n" in path.read_bytes()
+    assert stub.get_sent_messages() == []
+    assert len(stub.requests) == 0
 
 
 def test_app_from_environment_without_key_refuses_to_start(
@@ -104,3 +107,34 @@ def test_one_log_line_per_request_and_no_secrets(
     assert "Signature doesn't match" in lines[1]
     for secret in ("current-key", "wrong-key", signature, "Hello."):
         assert secret not in stream.getvalue()
+
+
+def test_a_remote_host_is_refused_without_allow_remote_and_warned_about_with_it() -> None:
+    from gaemail.server.local.serve import ServeOptions, check_host
+
+    err = io.StringIO()
+    check_host(ServeOptions("127.0.0.1", 0), err)
+    check_host(ServeOptions("::1", 0), err)
+    assert err.getvalue() == ""
+    with pytest.raises(ConfigurationError, match="--allow-remote"):
+        check_host(ServeOptions("192.0.2.1", 0), err)
+    check_host(ServeOptions("192.0.2.1", 0, allow_remote=True), err)
+    assert "WARNING" in err.getvalue()
+    assert "plain HTTP" in err.getvalue()
+    assert "development" in err.getvalue()
+
+
+def test_other_envdir_settings_are_copied_but_not_the_key_or_url(tmp_path: Path) -> None:
+    from gaemail.server.local.serve import copy_other_settings
+
+    system = tmp_path / "etc"
+    system.mkdir()
+    (system / "GMAIL_DEFAULT_DOMAIN").write_text("example.net\n")
+    (system / "GMAIL_ALIASES").write_text("/etc/aliases\n")
+    (system / "GMAIL_SECRET_KEY").write_text("production-key\n")
+    (system / "GMAIL_PROXY_URL").write_text("https://prod.example/\n")
+    dev = tmp_path / "dev"
+    copy_other_settings(system, dev)
+    assert sorted(p.name for p in dev.iterdir()) == ["GMAIL_ALIASES", "GMAIL_DEFAULT_DOMAIN"]
+    assert (dev / "GMAIL_DEFAULT_DOMAIN").read_text() == "example.net\n"
+    copy_other_settings(tmp_path / "missing", dev)  # no system envdir: nothing to do

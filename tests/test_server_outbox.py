@@ -296,7 +296,10 @@ def test_a_boundary_that_is_in_the_text_is_not_used(monkeypatch: pytest.MonkeyPa
     taken = "=" * 15 + f"{42:0{len(repr(sys.maxsize - 1))}d}" + "=="
     msg = outbox_message(
         mail.EmailMessage(
-            sender="s@example.com", to="t@example.org", body=f"--{taken}\nnot a part\n"
+            sender="s@example.com",
+            to="t@example.org",
+            body=f"--{taken}\nnot a part\n",
+            html="<p>a second part, so that the message is multipart</p>",
         ).ToProto(),
         None,
     )
@@ -325,3 +328,39 @@ def test_stub_calls_run_in_the_request_thread(
     monkeypatch.setattr(type(mail_stub), "_Dynamic_Send", recording_send)
     assert post_message(plain_message.as_bytes()).status_code == protocol.SENT
     assert threads == [threading.get_ident()]
+
+
+def test_without_fsync_delivery_syncs_nothing_and_is_still_atomic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    maildir = Maildir(tmp_path / "box", fsync=False)
+    path = maildir.deliver(b"Subject: fast\n\nx\n")
+    assert synced == []
+    assert path.parent.name == "new"
+    assert path.read_bytes() == b"Subject: fast\n\nx\n"
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []
+
+
+def test_one_mime_conversion_per_message_and_nothing_cached(
+    tmp_path: Path, server_config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversions: list[object] = []
+    convert = mail.mail_message_to_mime_message
+
+    def counting(request: object) -> object:
+        conversions.append(request)
+        return convert(request)
+
+    monkeypatch.setattr(mail, "mail_message_to_mime_message", counting)
+    app = create_local_app(server_config, tmp_path / "box", keep=0)
+    client = app.test_client()
+    for n in range(3):
+        raw = b"From: s@example.com\nTo: t@example.org\nSubject: %d\n\nx\n" % n
+        assert client.post("/", data=v1.encode_request(raw, b"current-key")).status_code == 204
+    assert len(conversions) == 3
+    stub = app.extensions["mail_stub"]
+    assert stub._cached_messages == []
+    assert len(stub.requests) == 0
+    assert len(Maildir(tmp_path / "box").delivered()) == 3

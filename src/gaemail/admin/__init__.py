@@ -50,6 +50,11 @@ def config_command(url: str | None, secret_file: str | None) -> None:
     help="Port to listen on; 0 picks a free one.",
 )
 @click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a --host other than loopback (plain HTTP, a development key: warned about).",
+)
+@click.option(
     "--outbox",
     type=click.Path(file_okay=False),
     help="Maildir that receives sent messages.  [default: STATE_DIR/outbox]",
@@ -57,13 +62,62 @@ def config_command(url: str | None, secret_file: str | None) -> None:
 @click.option(
     "--secret-file",
     type=click.Path(dir_okay=False),
-    help="File of signing keys, one per line.  [default: $GMAIL_SECRET_KEY, else a"
-    " development key in STATE_DIR/envdir]",
+    help="File of signing keys, one per line.  [default: $GMAIL_SECRET_KEY, else the"
+    " envdir's GMAIL_SECRET_KEY, as gmail reads it, else a development key in"
+    " STATE_DIR/envdir]",
 )
 @click.option(
     "--default-sender",
-    help="Sender for fix_sender requests.  [default: $GMAIL_DEFAULT_SENDER, else "
-    "gaemail@localhost]",
+    help="Sender for fix_sender requests, always authorized.  [default:"
+    " $GMAIL_DEFAULT_SENDER, else gaemail@localhost]",
+)
+@click.option(
+    "--authorized-sender",
+    "authorized_senders",
+    multiple=True,
+    metavar="ADDR",
+    help="A sender App Engine would accept (repeatable); '*' accepts any.  Others are"
+    " refused as unauthorized, as on App Engine.",
+)
+@click.option(
+    "--authorized-senders-file",
+    type=click.Path(dir_okay=False),
+    help="File of authorized senders, one per line.",
+)
+@click.option(
+    "--daily-quota",
+    type=click.IntRange(0),
+    metavar="N",
+    help="Recipients per quota day; past it, answer over-quota (503) as App Engine does.",
+)
+@click.option(
+    "--quota-period",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Length of the quota day, for tests.  [default: App Engine's day, to midnight"
+    " Pacific time]",
+)
+@click.option(
+    "--fsync/--no-fsync",
+    default=False,
+    show_default=True,
+    help="fsync each message and new/ before answering, so that acknowledged mail"
+    " survives a power loss (slower).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Connections served at once; more wait their turn.",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a connection whose request has not fully arrived in this time.",
 )
 @click.option(
     "--state-dir",
@@ -74,23 +128,49 @@ def config_command(url: str | None, secret_file: str | None) -> None:
 def serve_command(
     host: str,
     port: int,
+    allow_remote: bool,
     outbox: str | None,
     secret_file: str | None,
     default_sender: str | None,
+    authorized_senders: tuple[str, ...],
+    authorized_senders_file: str | None,
+    daily_quota: int | None,
+    quota_period: float | None,
+    fsync: bool,
+    threads: int,
+    request_timeout: float,
     state_dir: str | None,
 ) -> None:
-    """Run the proxy locally: messages go to a Maildir instead of App Engine.
+    """Run the proxy locally, as strict as App Engine: mail goes to a Maildir.
 
-    It uses the App Engine SDK's own mail stub, so messages are checked as the
-    Mail API checks them.  With no key configured it makes a development key
-    and prints the `export GMAIL_ENVDIR=...` line that points gmail at it.
-    Stop it with Ctrl-C or SIGTERM.
+    It uses the App Engine SDK's own mail stub and refuses what App Engine
+    refuses: unauthorized senders (only the default sender and each
+    --authorized-sender are accepted), recipients that are not addresses, NUL
+    bytes, over-long header lines, and mail past --daily-quota.  The outbox is
+    shown at /outbox/.  With no key configured it makes a development key and
+    prints the `export GMAIL_ENVDIR=...` line that points gmail at it.  Stop it
+    with Ctrl-C or SIGTERM.
     """
     import os
 
     from gaemail.server.local.serve import ServeOptions, serve
 
-    options = ServeOptions(host, port, outbox, secret_file, default_sender, state_dir)
+    options = ServeOptions(
+        host=host,
+        port=port,
+        outbox=outbox,
+        secret_file=secret_file,
+        default_sender=default_sender,
+        state_dir=state_dir,
+        authorized_senders=authorized_senders,
+        authorized_senders_file=authorized_senders_file,
+        daily_quota=daily_quota,
+        quota_period=quota_period,
+        allow_remote=allow_remote,
+        threads=threads,
+        request_timeout=request_timeout,
+        fsync=fsync,
+    )
     serve(options, os.environ, sys.stdout, sys.stderr)
 
 

@@ -1,8 +1,9 @@
 """Local mode: the proxy on the SDK's own Mail and Memcache stubs, mail kept in a Maildir.
 
 No Google Cloud, no network: `send()` reaches the SDK's MailServiceStub, which
-checks what the service checks locally (attachment types, size) and captures
-the message; this module's subclass also writes it into a Maildir outbox.
+checks attachment types and the request size; this module's subclass also checks
+what the service checks (gaemail.server.local.rules) and writes each message into
+a Maildir outbox.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from collections import deque
-from email import encoders
-from email.message import Message
-from email.utils import formatdate, getaddresses
 from typing import Any
 
 from flask import Flask
@@ -24,24 +22,30 @@ from gaemail.server.app import create_app, log_requests_to
 from gaemail.server.config import ServerConfig
 from gaemail.server.idempotency import PersistentDatastoreStub, use_local_app_id
 from gaemail.server.local.flatten import as_bytes
+from gaemail.server.local.mime import envelope_recipients, outbox_message
 from gaemail.server.local.outbox import Maildir
+from gaemail.server.local.rules import LocalRules, check_header_lines
 from gaemail.server.sending import ORIGINAL_MESSAGE_ID
 
 OUTBOX_VARIABLE = "GAEMAIL_OUTBOX"
+FSYNC_VARIABLE = "GAEMAIL_FSYNC"
 MAIL_STUB_EXTENSION = "mail_stub"
 MEMCACHE_STUB_EXTENSION = "memcache_stub"
 IDEMPOTENCY_FILE = ".gaemail-idempotency"
-# A long-running local proxy keeps only this many sent messages in memory;
-# the Maildir keeps them all.
-KEEP_SENT = 100
+# Sent requests kept in memory for tests that read them back (the Maildir is the
+# record).  `gaemail serve` and app_from_environment keep none: at 25 MB a
+# message, a hundred kept would be gigabytes.
+KEEP_FOR_TESTS = 100
 
 
 class OutboxMailStub(mail_stub.MailServiceStub):  # type: ignore[misc]
-    """The SDK's mail stub, also keeping each request and delivering it to `outbox`.
+    """The SDK's mail stub, checking as App Engine does and delivering into `outbox`.
 
-    `requests` holds exact copies of the sent MailMessage protobufs: the stub's
-    own capture (`get_sent_messages`) turns attachment bytes >= 0x80 into U+FFFD.
-    With `keep`, both keep only that many of the latest messages.
+    Each message is converted to MIME once, by the SDK's own conversion, and the
+    stub keeps nothing in memory beyond the last `keep` requests (exact copies of
+    the MailMessage protobufs: the SDK's capture turns attachment bytes >= 0x80
+    into U+FFFD).  `get_sent_messages()` builds the SDK's EmailMessages from
+    those on demand.
     """
 
     # Run each call in the calling (request) thread, not on the SDK's thread
@@ -50,61 +54,67 @@ class OutboxMailStub(mail_stub.MailServiceStub):  # type: ignore[misc]
     # is thread-safe either way; a ContextVar set by the caller is seen as is.
     THREADSAFE = False
 
-    def __init__(self, outbox: Maildir | None = None, *, keep: int | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Maildir | None = None,
+        *,
+        keep: int = KEEP_FOR_TESTS,
+        rules: LocalRules | None = None,
+    ) -> None:
         super().__init__()
         self.outbox = outbox
         self.keep = keep
+        self.rules = rules or LocalRules()
         self.requests: deque[Any] = deque(maxlen=keep)
 
     def _Dynamic_Send(self, request: Any, response: Any) -> None:
-        sent = type(request)()
-        sent.CopyFrom(request)
-        super()._Dynamic_Send(request, response)  # raises for what the service refuses
-        with self._mutex:
-            self.requests.append(sent)
-        if self.outbox is not None:
-            self.outbox.deliver(outbox_bytes(sent, ORIGINAL_MESSAGE_ID.get()))
+        self._ValidateExtensions(request)  # the SDK stub's own check
+        self.rules.check_request(request)
+        data = as_bytes(outbox_message(request, ORIGINAL_MESSAGE_ID.get()))
+        if self.rules.strict:
+            check_header_lines(data)
+        recipients = len(request.To) + len(request.Cc) + len(request.Bcc)
+        quota = self.rules.quota
+        if quota is not None:
+            quota.take(recipients)
+        try:
+            if self.outbox is not None:
+                self.outbox.deliver(data)
+        except BaseException:
+            if quota is not None:
+                quota.give_back(recipients)
+            raise
+        if self.keep:
+            sent = type(request)()
+            sent.CopyFrom(request)
+            with self._mutex:
+                self.requests.append(sent)
 
     def _CacheMessage(self, message: Any) -> None:
+        # Only SendToAdmins still caches through here: bounded as requests are.
         with self._mutex:
             super()._CacheMessage(message)
-            if self.keep is not None:
-                del self._cached_messages[: -self.keep]
+            del self._cached_messages[: -self.keep or len(self._cached_messages)]
 
+    def get_sent_messages(self, *args: Any, **patterns: Any) -> list[Any]:
+        """The SDK's get_sent_messages, over the requests kept."""
+        with self._mutex:
+            kept = list(self.requests)
+        messages = [
+            self._email_message_from_mime_message(mail.mail_message_to_mime_message(r), r)
+            for r in kept
+        ]
+        with self._mutex:
+            self._cached_messages = messages
+        found: list[Any] = super().get_sent_messages(*args, **patterns)
+        with self._mutex:
+            self._cached_messages = []
+        return found
 
-def outbox_bytes(request: Any, message_id: str | None) -> bytes:
-    """A sent MailMessage as the Mail API would deliver it, plus its envelope."""
-    return as_bytes(outbox_message(request, message_id))
-
-
-def outbox_message(request: Any, message_id: str | None) -> Message:
-    """The message outbox_bytes writes.
-
-    The SDK's own conversion builds the message.  Bcc is left out of the headers
-    and every recipient goes into X-Envelope-To; X-Gaemail-Message-Id carries the
-    client's Message-ID, which the Mail API drops.
-    """
-    mime = mail.mail_message_to_mime_message(request)
-    del mime["Bcc"]
-    if not request.ReplyTo:
-        del mime["Reply-To"]  # the SDK writes an empty one
-    for part in mime.get_payload():
-        if part.get_content_disposition() == "attachment":
-            # The SDK leaves attachment bytes raw, with no transfer encoding, which
-            # no file or transport keeps intact.
-            encoders.encode_base64(part)
-    mime["Date"] = formatdate(localtime=True)
-    mime["X-Envelope-To"] = ", ".join(envelope_recipients(request))
-    if message_id:
-        mime["X-Gaemail-Message-Id"] = message_id
-    message: Message = mime
-    return message
-
-
-def envelope_recipients(request: Any) -> list[str]:
-    """The bare address of every To, Cc and Bcc recipient of a MailMessage."""
-    fields = [*request.To, *request.Cc, *request.Bcc]
-    return [address for _, address in getaddresses(fields) if address]
+    def Clear(self) -> None:
+        with self._mutex:
+            self.requests.clear()
+            self._cached_messages = []
 
 
 class InlineMemcacheStub(memcache_stub.MemcacheServiceStub):  # type: ignore[misc]
@@ -113,13 +123,18 @@ class InlineMemcacheStub(memcache_stub.MemcacheServiceStub):  # type: ignore[mis
     THREADSAFE = False
 
 
-def install_stubs(outbox: Maildir | None = None, *, keep: int | None = None) -> OutboxMailStub:
+def install_stubs(
+    outbox: Maildir | None = None,
+    *,
+    keep: int = KEEP_FOR_TESTS,
+    rules: LocalRules | None = None,
+) -> OutboxMailStub:
     """Register the mail, memcache and datastore stubs process-wide; returns the mail stub.
 
     v2's idempotency records go to a file in the Maildir (beside new/ and cur/,
     where Maildir readers keep their own state), so they outlive the process.
     """
-    stub = OutboxMailStub(outbox, keep=keep)
+    stub = OutboxMailStub(outbox, keep=keep, rules=rules)
     # ReplaceStub, not RegisterStub, which asserts when a stub is already there.
     apiproxy_stub_map.apiproxy.ReplaceStub("mail", stub)
     apiproxy_stub_map.apiproxy.ReplaceStub("memcache", InlineMemcacheStub())
@@ -133,7 +148,9 @@ def create_local_app(
     config: ServerConfig,
     outbox_dir: str | os.PathLike[str] | None,
     *,
-    keep: int | None = None,
+    keep: int = KEEP_FOR_TESTS,
+    rules: LocalRules | None = None,
+    fsync: bool = True,
 ) -> Flask:
     """The proxy app on local stubs, delivering into the Maildir at `outbox_dir` (if any).
 
@@ -142,22 +159,36 @@ def create_local_app(
     X-AppEngine-* headers.  `app.extensions["mail_stub"]` is the mail stub.
     """
     app = create_app(config)
-    outbox = Maildir(outbox_dir) if outbox_dir is not None else None
-    stub = install_stubs(outbox, keep=keep)
+    outbox = Maildir(outbox_dir, fsync=fsync) if outbox_dir is not None else None
+    stub = install_stubs(outbox, keep=keep, rules=rules)
     app.extensions[MAIL_STUB_EXTENSION] = stub
     app.extensions[MEMCACHE_STUB_EXTENSION] = apiproxy_stub_map.apiproxy.GetStub("memcache")
     return app
 
 
+__all__ = [
+    "KEEP_FOR_TESTS",
+    "OutboxMailStub",
+    "app_from_environment",
+    "create_local_app",
+    "envelope_recipients",
+    "install_stubs",
+    "outbox_message",
+]
+
+
 def app_from_environment() -> Flask:
     """The local app for WSGI servers such as gunicorn, configured by the environment.
 
-    GAEMAIL_OUTBOX names the Maildir; GMAIL_SECRET_KEY and GMAIL_DEFAULT_SENDER
-    are read as on App Engine.
+    GAEMAIL_OUTBOX names the Maildir, GAEMAIL_FSYNC=1 fsyncs each message (the
+    policy in gaemail.server.local.outbox); GMAIL_SECRET_KEY and
+    GMAIL_DEFAULT_SENDER are read as on App Engine.
     """
     outbox = os.environ.get(OUTBOX_VARIABLE)
     if not outbox:
         raise ConfigurationError(f"set {OUTBOX_VARIABLE} to the Maildir that receives sent mail")
-    app = create_local_app(ServerConfig.load(None, os.environ), outbox, keep=KEEP_SENT)
+    fsync = os.environ.get(FSYNC_VARIABLE, "") == "1"
+    config = ServerConfig.load(None, os.environ)
+    app = create_local_app(config, outbox, keep=0, fsync=fsync)
     log_requests_to(sys.stderr)
     return app

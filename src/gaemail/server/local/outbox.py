@@ -1,8 +1,14 @@
 """A Maildir that receives what the local proxy would have sent.
 
-Delivery follows the Maildir protocol: write under tmp/, fsync, rename into
-new/, so a reader never sees half a message and a crash leaves none behind;
-then fsync new/, so that a delivered message stays delivered.
+Delivery follows the Maildir protocol: write under tmp/, rename into new/, so
+a reader never sees half a message and a crash of the proxy leaves none behind.
+
+The fsync policy: with `fsync` (`gaemail serve --fsync`) the file is fsynced
+before the rename and new/ after it, so a message the proxy acknowledged
+survives a power loss too.  Without it (the default of `gaemail serve`: a
+development outbox) the kernel writes it out in its own time, and a power loss
+can lose the last seconds of mail; the two fsyncs cost more than the rest of a
+request together.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 class Maildir:
-    """The Maildir at `path`, created (mode 0700) when missing."""
+    """The Maildir at `path`, created (mode 0700) when missing; see the fsync policy above."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.path = Path(path)
+        self.fsync = fsync
         for name in _SUBDIRS:
             (self.path / name).mkdir(mode=0o700, parents=True, exist_ok=True)
         # Maildir names must not contain / or :, which hostnames rarely do.
@@ -44,13 +51,16 @@ class Maildir:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
             final = self.path / "new" / name
             os.rename(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        if not self.fsync:
+            return final
         try:
             # The rename is on disk only once new/ is: a message the proxy has
             # acknowledged must survive a crash.  One fsync of new/ per message.

@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test check lint bench venv system-deps
+.PHONY: demo test check lint bench venv system-deps deb
 
 venv:
 	./scripts/setup-venv
@@ -24,3 +24,7 @@ test: system-deps venv lint
 
 bench: system-deps venv
 	$(PY) bench/run.py
+
+# dist/gaemail_<version>_<arch>.deb: see packaging/deb/ and scripts/build-deb.
+deb:
+	./scripts/build-deb

@@ -123,7 +123,9 @@ def undo(links: list[Link]) -> list[str]:
     " and PREFIX/bin/newaliases.",
 )
 @click.option("--force", is_flag=True, help="Replace another MTA's programs (kept beside them).")
-@click.option("--undo", "undo_links", is_flag=True, help="Remove the links, restoring what was there.")
+@click.option(
+    "--undo", "undo_links", is_flag=True, help="Remove the links, restoring what was there."
+)
 def install_links_command(prefix: str, force: bool, undo_links: bool) -> None:
     """Make sendmail, mailq and newaliases lead to gmail, so every program finds it.
 

@@ -50,8 +50,7 @@ def run(aliases: str | None) -> int:
         click.echo(f"newaliases: {path}:{problem.line}: {problem.text}", err=True)
     if not named:
         click.echo(
-            f"newaliases: gmail does not read {path} until GMAIL_ALIASES names it "
-            "(in /etc/envdir)",
+            f"newaliases: gmail does not read {path} until GMAIL_ALIASES names it (in /etc/envdir)",
             err=True,
         )
     if report.problems:

@@ -135,9 +135,7 @@ def test_the_four_sendmail_paths_and_both_commands_lead_to_gaemail(results: Path
 
 def test_account_queue_and_settings_have_their_modes(results: Path) -> None:
     assert fact(results, "account").startswith("gaemail:")
-    modes = {
-        line.split()[0]: line.split()[1:] for line in fact(results, "modes").splitlines()
-    }
+    modes = {line.split()[0]: line.split()[1:] for line in fact(results, "modes").splitlines()}
     assert modes["/etc/envdir"] == ["755", "root", "root"]
     assert modes["/etc/envdir/GMAIL_PROXY_URL"] == ["644", "root", "root"]
     assert modes["/etc/envdir/GMAIL_SECRET_KEY"] == ["640", "root", "gaemail"]

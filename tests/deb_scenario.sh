@@ -58,7 +58,6 @@ install_package() {
     chmod 755 /usr/sbin/policy-rc.d
     apt-get -o DPkg::Lock::Timeout=60 install -y --no-install-recommends /tmp/package.deb \
         > "$out/install.log" 2>&1
-    rm /tmp/package.deb
     for p in exim4-daemon-light bsd-mailx gaemail; do
         echo "$p $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || echo absent)"
     done > "$out/packages"
@@ -112,6 +111,16 @@ send_as_callers() {  # cron, mail(1) and PHP, each as nobody: they queue in the 
     rm /etc/cron.d/deb-test
 }
 
+reinstall() {  # as an upgrade does: the settings and the queued mail must stay
+    md5sum /etc/envdir/* > /results/settings-before
+    dpkg -i /tmp/package.deb > /results/reinstall.log 2>&1
+    rm /tmp/package.deb
+    md5sum /etc/envdir/* > /results/settings-after
+    stat -c '%n %a %U %G' /etc/envdir /etc/envdir/* /var/spool/gaemail /var/spool/gaemail/* \
+        > /results/modes-after-reinstall
+    queued > /results/queued-after-reinstall
+}
+
 deliver() {  # the deliverer service's own command, user and environment
     unit=/lib/systemd/system/gaemail-deliver.service
     command=$(sed -n 's/^ExecStart=//p' "$unit")
@@ -156,6 +165,7 @@ inner() {
     install_package
     check_aliases
     send_as_callers "$1"
+    reinstall
     deliver
     purge_package
 }

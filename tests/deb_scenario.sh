@@ -68,6 +68,7 @@ install_package() {
     done > "$out/links"
     ls /etc/systemd/system/multi-user.target.wants/ > "$out/wants"
     getent passwd gaemail > "$out/account"
+    man -w gmail gaemail sendmail newaliases > "$out/man" 2>&1 || true
 }
 
 check_aliases() {  # newaliases on Debian's own /etc/aliases, once gmail reads it

@@ -69,6 +69,15 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ("php", "php-cli"),
     ):
         debian_program(program, package)
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "probe", "/mnt"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount in a private mount namespace here: {probe.stderr.strip()}")
     if not installed("exim4-daemon-light"):
         pytest.skip("the test replaces Exim: apt-get install exim4-daemon-light (setup-system)")
     deb = build_deb()
@@ -90,6 +99,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "private",
                 "--pid",
                 "--fork",
+                "--kill-child",  # a timeout ends the whole namespace, not only unshare
                 "/bin/sh",
                 str(SCENARIO),
                 "outer",

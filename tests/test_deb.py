@@ -178,8 +178,9 @@ def test_reinstalling_keeps_the_settings_their_modes_and_the_queued_mail(results
     assert fact(results, "queued-after-reinstall") == fact(results, "queued")
 
 
-def test_the_deliverer_service_is_enabled(results: Path) -> None:
+def test_the_deliverer_service_is_enabled_and_systemd_accepts_it(results: Path) -> None:
     assert "gaemail-deliver.service" in fact(results, "wants").split()
+    assert fact(results, "unit-verify.rc").strip() == "0", fact(results, "unit-verify.log")
 
 
 def test_newaliases_checks_debians_aliases_file(results: Path) -> None:

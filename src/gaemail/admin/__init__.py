@@ -12,8 +12,10 @@ from typing import NoReturn
 
 import click
 
+from gaemail.admin.links import install_links_command
+from gaemail.admin.newaliases import newaliases_command
 from gaemail.admin.queue import queue
-from gaemail.errors import EX_USAGE, GaemailError, exit_code_for
+from gaemail.errors import EX_UNAVAILABLE, EX_USAGE, GaemailError, exit_code_for
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,7 +155,17 @@ def serve_command(
     """
     import os
 
-    from gaemail.server.local.serve import ServeOptions, serve
+    try:
+        from gaemail.server.local.serve import ServeOptions, serve
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("flask", "google", "werkzeug"):
+            raise
+        click.echo(
+            f"gaemail serve needs the server's libraries ({exc.name} is missing): "
+            "pip install 'gaemail[server]'",
+            err=True,
+        )
+        sys.exit(EX_UNAVAILABLE)
 
     options = ServeOptions(
         host=host,
@@ -174,33 +186,9 @@ def serve_command(
     serve(options, os.environ, sys.stdout, sys.stderr)
 
 
-@cli.command("install-links")
-@click.option("--prefix", default="/usr/sbin", show_default=True, help="Where the links go.")
-@click.option("--force", is_flag=True, help="Replace an existing sendmail (another MTA's).")
-def install_links_command(prefix: str, force: bool) -> None:
-    """Make `sendmail` and `mailq` links to gmail, so every program finds it."""
-    import os
-    import shutil
-
-    target = shutil.which("gmail") or os.path.join(os.path.dirname(sys.argv[0]), "gmail")
-    target = os.path.realpath(target)
-    for name in ("sendmail", "mailq"):
-        link = os.path.join(prefix, name)
-        if os.path.lexists(link):
-            if os.path.realpath(link) == target:
-                click.echo(f"{link} already points at {target}")
-                continue
-            if not force:
-                raise click.UsageError(
-                    f"{link} exists and points at {os.path.realpath(link)}; "
-                    "use --force to replace it"
-                )
-            os.unlink(link)
-        os.symlink(target, link)
-        click.echo(f"{link} -> {target}")
-
-
 cli.add_command(queue)
+cli.add_command(install_links_command)
+cli.add_command(newaliases_command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

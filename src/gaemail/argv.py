@@ -456,8 +456,8 @@ def _check_one_line(name: str, value: str | Sequence[str] | None) -> None:
 
 
 USAGE = (
-    "{p} [-s SUBJECT] [-c ADDR] [-b ADDR] [-r ADDR] [-a HEADER] ADDR... < body",
-    "{p} [-t] [-i] [-f ADDR] [-F NAME] [sendmail options] [--] [ADDR...] < message",
+    "{p} [-s SUBJECT] [-c ADDR] [-b ADDR] [-r ADDR] [-a HEADER] ADDR...",
+    "{p} [-ti] [-f ADDR] [-F NAME] [-oX] [options] [--] [ADDR...]",
     "{p} -q | -bp [--failed]",
 )
 DESCRIPTION = (
@@ -478,9 +478,10 @@ EPILOG = (
     "that name in $GMAIL_ENVDIR (default /etc/envdir).  `gaemail config` shows them.",
     'Shell completion: eval "$(_GMAIL_COMPLETE=bash_source gmail)" (see gmail(1)).',
     "",
-    "Exit status (sysexits): 0 sent or queued, 64 usage, 65 message refused, 67 unknown",
-    "local recipient, 74 cannot read the message or write the queue, 75 temporary",
-    "failure (try again), 77 signature rejected, 78 configuration.  See gmail(1).",
+    "Exit status (sysexits): 0 sent or queued, 64 usage, 65 message refused,",
+    "67 unknown local recipient, 74 cannot read the message or write the queue,",
+    "75 temporary failure or internal error (try again), 77 signature rejected,",
+    "78 configuration.  No error exits 1.  See gmail(1).",
 )
 HELP_WIDTH = 80  # off a terminal; on one, click's own (the terminal, at most 80)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -93,11 +92,11 @@ def _say(program: str, text: str) -> None:
 
 
 def _log_unexpected(exc: BaseException, program: str) -> None:
-    """The traceback, one syslog line per line of it: the mail log keeps the detail."""
-    journal = Journal(program, os.environ)
-    for block in traceback.format_exception(exc):
-        for line in block.rstrip("\n").splitlines():
-            journal.write(ERROR_SEVERITY, f"unexpected error: {line}")
+    """The traceback as one mail-log line (one datagram: a slow syslog gets one)."""
+    import traceback  # only a bug pays for it
+
+    lines = [line.strip() for line in traceback.format_exception(exc) for line in line.splitlines()]
+    Journal(program, os.environ).write(ERROR_SEVERITY, "unexpected error: " + " | ".join(lines))
 
 
 class SysexitsCommand(click.Command):

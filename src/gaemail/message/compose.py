@@ -18,10 +18,10 @@ import functools
 import os
 import re
 import time
-from email.utils import formataddr, formatdate, getaddresses
 
 from gaemail.errors import MessageError, UsageError
 from gaemail.message.envelope import Envelope, RecipientResolver, address_key
+from gaemail.message.rfc5322 import formataddr, formatdate, getaddresses
 
 # email.policy and email.message load only when a message needs them (a header to
 # fold or encode, a mail(1) body): they are most of what gmail's start-up would

@@ -15,10 +15,10 @@ from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
-from conftest import Gmail
-from queue_support import Server, running_server
 
+from conftest import Gmail
 from gaemail import cli
+from queue_support import Server, running_server
 
 MESSAGE = b"From: sender@example.com\nTo: rcpt@example.org\nSubject: hello\n\nbody\n"
 REFUSED = (
@@ -99,7 +99,7 @@ def test_no_queue_sends_now(gmail: Gmail, server: Server) -> None:
 
 def test_mail_style_sends_interactively(gmail: Gmail, server: Server) -> None:
     done = gmail(
-        "-s", "Grüße", "a@example.com", input="body\n".encode(), GMAIL_ENVDIR=str(server.envdir)
+        "-s", "Grüße", "a@example.com", input=b"body\n", GMAIL_ENVDIR=str(server.envdir)
     )
     assert (done.exit_code, done.stdout, done.stderr) == (0, "", "")
     subjects = [str(make_header(decode_header(s))) for s in server.subjects()]

@@ -98,9 +98,7 @@ def test_no_queue_sends_now(gmail: Gmail, server: Server) -> None:
 
 
 def test_mail_style_sends_interactively(gmail: Gmail, server: Server) -> None:
-    done = gmail(
-        "-s", "Grüße", "a@example.com", input=b"body\n", GMAIL_ENVDIR=str(server.envdir)
-    )
+    done = gmail("-s", "Grüße", "a@example.com", input=b"body\n", GMAIL_ENVDIR=str(server.envdir))
     assert (done.exit_code, done.stdout, done.stderr) == (0, "", "")
     subjects = [str(make_header(decode_header(s))) for s in server.subjects()]
     assert "Grüße" in subjects

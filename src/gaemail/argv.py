@@ -500,11 +500,15 @@ class GmailCommand(exits.SysexitsCommand):
             extra["terminal_width"] = HELP_WIDTH
         return super().make_context(info_name, args, parent, **extra)
 
+    def make_parser(self, ctx: click.Context) -> Any:
+        parser = super().make_parser(ctx)
+        _short_options_first(parser)
+        return parser
+
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.help = "show this help and exit"
-        return option
+        # Our own --help: click's asks gettext for its text on every run, and
+        # gettext loads locale and looks for catalogues -- per message.
+        return HELP_OPTION
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -545,6 +549,22 @@ class GmailCommand(exits.SysexitsCommand):
             formatter.write(f"{line}\n" if line else "\n")
 
 
+def _show_help(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(ctx.get_help(), color=ctx.color)
+        ctx.exit()
+
+
+HELP_OPTION = click.Option(
+    ["--help"],
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_help,
+    help="show this help and exit",
+)
+
+
 def option_names(command: click.Command) -> list[str]:
     """Every spelling a person may write, the help option's included."""
     ctx = click.Context(command)
@@ -554,6 +574,31 @@ def option_names(command: click.Command) -> list[str]:
         if isinstance(param, click.Option) and not param.hidden
         for name in (*param.opts, *param.secondary_opts)
     ]
+
+
+# Built once, with its message: no "did you mean" list and no gettext to consult.
+_NOT_LONG = click.NoSuchOption("-", message="not a long option")
+
+
+def _short_options_first(parser: Any) -> None:
+    """Let click's parser take `-t` for a short option without first failing it as a long one.
+
+    click tries every option word as a long option first, and its failure builds a
+    "did you mean" list with difflib -- for every `-t` and `-i` of every message.
+    pretokenize has already checked each word, so the failure needs no list.
+    Where a click version parses otherwise, the parser is left as it is.
+    """
+    match_long = getattr(parser, "_match_long_opt", None)
+    long_options = getattr(parser, "_long_opt", None)
+    if match_long is None or not isinstance(long_options, dict):
+        return
+
+    def match(opt: str, explicit_value: str | None, state: object) -> None:
+        if opt not in long_options:
+            raise _NOT_LONG
+        match_long(opt, explicit_value, state)
+
+    setattr(parser, "_match_long_opt", match)  # noqa: B010 - an instance's method
 
 
 def _scope_of(param: click.Parameter) -> Scope:

@@ -22,8 +22,7 @@ from werkzeug.serving import make_server
 
 from gaemail import protocol
 from gaemail.protocol import v1
-from gaemail.server.local import flatten
-from gaemail.server.local import create_local_app, outbox_message
+from gaemail.server.local import create_local_app, flatten, outbox_message
 from gaemail.server.local.outbox import Maildir
 
 if TYPE_CHECKING:

@@ -182,11 +182,18 @@ OPTIONS: tuple[click.Parameter, ...] = (
         "setting",
         "FILE",
         "file whose first line is the signing secret (else GMAIL_SECRET_KEY)",
+        type=click.Path(dir_okay=False),
     ),
     _value(
         ["--from", "from_"], "setting", "ADDR", "sender for messages without From (else GMAIL_FROM)"
     ),
-    _value(["--aliases", "aliases"], "setting", "FILE", "aliases file (else GMAIL_ALIASES)"),
+    _value(
+        ["--aliases", "aliases"],
+        "setting",
+        "FILE",
+        "aliases file (else GMAIL_ALIASES)",
+        type=click.Path(dir_okay=False),
+    ),
     _value(
         ["--default-domain", "default_domain"],
         "setting",
@@ -205,6 +212,7 @@ OPTIONS: tuple[click.Parameter, ...] = (
         "DIR",
         "queue directory (else GMAIL_QUEUE_DIR; default /var/spool/gaemail when it is "
         "root's or a shared drop box, else per user)",
+        type=click.Path(file_okay=False),
     ),
     _flag(
         ["--fix-sender/--no-fix-sender", "fix_sender"],

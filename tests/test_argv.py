@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gaemail.argv import option_names
 from gaemail.cli import gmail, help_text, parse
+from gaemail.command import option_names
 from gaemail.errors import EX_USAGE, UsageError
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gaemail.argv import option_names
 from gaemail.cli import gmail, help_text  # also loads every error class gmail can raise
+from gaemail.command import option_names
 from gaemail.errors import EX_OK, EXIT_NAMES, GaemailError
 
 MANPAGE = Path(__file__).resolve().parent.parent / "man" / "gmail.1"

@@ -17,6 +17,7 @@ from typing import BinaryIO, TextIO
 import click
 
 from gaemail import argv, exits
+from gaemail.command import HELP_WIDTH, GmailCommand
 from gaemail.config import Settings
 from gaemail.errors import (
     EX_OK,
@@ -49,7 +50,7 @@ def _run(**_params: object) -> int:
     return dispatch(inv, Environment(inv.program))
 
 
-gmail = argv.GmailCommand(
+gmail = GmailCommand(
     "gmail",
     params=list(argv.OPTIONS),
     callback=_run,
@@ -66,7 +67,7 @@ def parse(program: str, args: list[str]) -> argv.Invocation:
 
 def help_text(program: str = "gmail") -> str:
     """gmail --help, as it is printed off a terminal."""
-    with gmail.make_context(program, [], terminal_width=argv.HELP_WIDTH) as ctx:
+    with gmail.make_context(program, [], terminal_width=HELP_WIDTH) as ctx:
         return gmail.get_help(ctx) + "\n"
 
 

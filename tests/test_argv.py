@@ -140,3 +140,30 @@ def test_help_lists_every_option() -> None:
     assert {"-t", "-q", "--url", "--help", "--no-fix-sender"} <= set(names)
     for name in names:
         assert name in text, name
+
+
+def test_optional_values_are_attached_only() -> None:
+    flush = parse("gmail", ["-q", "a@x.org"])
+    assert (flush.mode, flush.recipients) == ("flush", ("a@x.org",))
+    cluster = parse("gmail", ["-iq15m"])
+    assert (cluster.mode, cluster.dot_ends) == ("flush", False)
+    for debug in (["-d"], ["-d0.1"], ["-dX", "-i"]):
+        assert parse("gmail", [*debug, "a@x.org"]).recipients == ("a@x.org",)
+
+
+def test_modes_inside_a_cluster_and_values_that_look_like_options() -> None:
+    assert parse("gmail", ["-ibp"]).mode == "list"
+    assert parse("gmail", ["-b", "p", "a@x.org"]).bcc == ("p",)
+    inv = parse("gmail", ["-f", "-weird@x.org", "-s", "-q", "a@x.org"])
+    assert (inv.sender, inv.subject, inv.mode) == ("-weird@x.org", "-q", "send")
+
+
+def test_no_queue_wins_over_od() -> None:
+    assert parse("gmail", ["--no-queue", "-odb", "-i", "a@x.org"]).delivery == "none"
+    assert parse("gmail", ["-odq", "-odi", "-i", "a@x.org"]).delivery == "interactive"
+
+
+def test_fix_sender_flags() -> None:
+    assert parse("gmail", ["a@x.org"]).fix_sender is None
+    assert parse("gmail", ["--fix-sender", "a@x.org"]).fix_sender is True
+    assert parse("gmail", ["--no-fix-sender", "a@x.org"]).fix_sender is False

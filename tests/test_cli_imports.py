@@ -107,3 +107,18 @@ def test_queueing_a_cron_message_loads_neither_email_utils_nor_traceback(tmp_pat
     assert {"click", "gaemail.cli", "gaemail.message.compose"} <= imported
     assert not imported & {"email.utils", "email._parseaddr", "traceback", "urllib.parse"}
     assert len(os.listdir(tmp_path / "queue" / "new")) == 1
+
+
+def test_the_program_flushes_what_it_wrote_before_it_ends(tmp_path: Path) -> None:
+    """Run as the program, gmail ends without interpreter teardown: nothing may be lost."""
+    gmail = str(Path(sys.executable).parent / "gmail")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GMAIL_ENVDIR": str(tmp_path)}
+    version = subprocess.run([gmail, "--version"], capture_output=True, env=env, timeout=60)
+    assert version.returncode == 0
+    assert version.stdout.startswith(b"gmail (gaemail) ")
+    helped = subprocess.run([gmail, "--help"], capture_output=True, env=env, timeout=60)
+    assert helped.returncode == 0
+    assert helped.stdout.rstrip().endswith(b"No error exits 1.  See gmail(1).")
+    wrong = subprocess.run([gmail, "-Z"], capture_output=True, env=env, timeout=60)
+    assert (wrong.returncode, wrong.stdout) == (64, b"")
+    assert wrong.stderr == b"gmail: unknown option -Z; see gmail --help\n"

@@ -195,3 +195,11 @@ def test_unexpected_error_exits_75_not_1(
     ]
     (logged,) = mail_log.lines()
     assert "RuntimeError: listing broke" in logged and "Traceback" in logged
+
+
+@pytest.mark.parametrize("args", [[], ["queue"]])
+def test_a_group_alone_shows_its_help_and_exits_64(admin: Admin, args: list[str]) -> None:
+    done = admin(*args)
+    assert done.exit_code == 64
+    assert done.stderr.startswith(f"Usage: gaemail {' '.join([*args, ''])}[OPTIONS] COMMAND")
+    assert "\nCommands:\n" in done.stderr

@@ -21,6 +21,10 @@ from gaemail.errors import EX_IOERR, EX_OK, EX_TEMPFAIL, EX_USAGE, GaemailError
 from gaemail.queue.journal import Journal
 
 ERROR_SEVERITY = 3  # syslog's "err"
+# click >= 8.2 raises this for a group called without a command; older click exits.
+_NO_ARGS_IS_HELP: type[Exception] = getattr(
+    click.exceptions, "NoArgsIsHelpError", click.exceptions.Exit
+)
 
 
 class MessageSafe(Exception):
@@ -61,6 +65,10 @@ def exit_status(exc: BaseException, program: str) -> int:
     if isinstance(exc, GaemailError):
         _say(program, str(exc))
         return exc.exit_code
+    if isinstance(exc, _NO_ARGS_IS_HELP) and isinstance(exc, click.ClickException):
+        # `gaemail` alone: its help, as click shows it
+        _write(exc.format_message() + "\n")
+        return EX_USAGE
     if isinstance(exc, click.ClickException):  # usage errors and bad parameters
         _say(program, exc.format_message())
         return EX_USAGE
@@ -84,8 +92,12 @@ def _describe(exc: BaseException) -> str:
 
 
 def _say(program: str, text: str) -> None:
+    _write(f"{program}: {one_line(text)}\n")
+
+
+def _write(text: str) -> None:
     try:
-        sys.stderr.write(f"{program}: {one_line(text)}\n")
+        sys.stderr.write(text)
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # stderr closed: the exit status still tells the caller

@@ -54,8 +54,9 @@ def one_line(text: str) -> str:
 
 def exit_status(exc: BaseException, program: str) -> int:
     """Report `exc` as gaemail reports every error, and return its exit status."""
-    if isinstance(exc, click.exceptions.Exit):
-        return int(exc.exit_code)
+    if isinstance(exc, click.exceptions.Exit):  # --help, --version: 0
+        code = int(exc.exit_code)
+        return EX_USAGE if code in (1, 2) else code  # click's failure codes, in sysexits
     if isinstance(exc, MessageSafe):
         cause = exc.__cause__ or exc
         if not isinstance(cause, (KeyboardInterrupt, click.Abort)):

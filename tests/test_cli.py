@@ -287,3 +287,12 @@ def test_completion_in_bash(gmail: Gmail) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["--secret-file"]
+
+
+@pytest.mark.parametrize(
+    ("option", "kind"), [("--secret-file", "file"), ("--aliases", "file"), ("--queue-dir", "dir")]
+)
+def test_completion_of_paths(gmail: Gmail, option: str, kind: str) -> None:
+    answer = gmail(_GMAIL_COMPLETE="bash_complete", COMP_WORDS=f"gmail {option} ", COMP_CWORD="2")
+    assert answer.exit_code == 0
+    assert answer.stdout.splitlines() == [f"{kind},"]

@@ -83,6 +83,20 @@ class GmailOption(click.Option):
         return f"{self.opts[0]}[{self.attached}]", record[1]
 
 
+def _complete_file(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """The shell completes a file name (click.Path would say so too, but asks gettext
+    for its words on every run)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]
+
+
+def _complete_directory(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="dir")]
+
+
 def _flag(decls: Sequence[str], scope: Scope, help: str, **attrs: Any) -> GmailOption:
     return GmailOption(decls, scope=scope, is_flag=True, help=help, **attrs)
 
@@ -181,7 +195,7 @@ OPTIONS: tuple[click.Parameter, ...] = (
         "setting",
         "FILE",
         "file whose first line is the signing secret (else GMAIL_SECRET_KEY)",
-        type=click.Path(dir_okay=False),
+        shell_complete=_complete_file,
     ),
     _value(
         ["--from", "from_"], "setting", "ADDR", "sender for messages without From (else GMAIL_FROM)"
@@ -191,7 +205,7 @@ OPTIONS: tuple[click.Parameter, ...] = (
         "setting",
         "FILE",
         "aliases file (else GMAIL_ALIASES)",
-        type=click.Path(dir_okay=False),
+        shell_complete=_complete_file,
     ),
     _value(
         ["--default-domain", "default_domain"],
@@ -211,7 +225,7 @@ OPTIONS: tuple[click.Parameter, ...] = (
         "DIR",
         "queue directory (else GMAIL_QUEUE_DIR; default /var/spool/gaemail when it is "
         "root's or a shared drop box, else per user)",
-        type=click.Path(file_okay=False),
+        shell_complete=_complete_directory,
     ),
     _flag(
         ["--fix-sender/--no-fix-sender", "fix_sender"],

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from click.testing import Result
     from flask import Flask
     from flask.testing import FlaskClient
     from werkzeug.test import TestResponse
@@ -101,3 +102,90 @@ def tag() -> str:
     import uuid
 
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------------------
+# Commands in-process (gaemail.cli, gaemail.admin): click's CliRunner drives the
+# console scripts' own entry points, in a private environment.
+# ---------------------------------------------------------------------------
+
+
+class MailLog:
+    """A syslog socket of our own: what gmail writes to the mail log arrives here."""
+
+    def __init__(self) -> None:
+        import socket
+        import tempfile
+
+        self.directory = Path(tempfile.mkdtemp(prefix="gaemail-log-"))  # short: AF_UNIX
+        self.path = str(self.directory / "log")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+
+    def lines(self) -> list[str]:
+        found = []
+        while True:
+            try:
+                found.append(self.sock.recv(65536).decode("utf-8", "replace"))
+            except BlockingIOError:
+                return found
+
+    def close(self) -> None:
+        import shutil
+
+        self.sock.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def mail_log() -> Iterator[MailLog]:
+    log = MailLog()
+    yield log
+    log.close()
+
+
+def command_environment(home: Path, log: MailLog, **extra: str) -> dict[str, str | None]:
+    """No GMAIL_* of the caller's; a queue, an envdir and a mail log of the test's own."""
+    import os
+
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GMAIL_")}
+    env |= {
+        "SENDER": None,
+        "HOME": str(home),
+        "GMAIL_ENVDIR": str(home / "envdir"),
+        "GMAIL_QUEUE_DIR": str(home / "queue"),
+        "GMAIL_SYSLOG_SOCKET": log.path,
+        **extra,
+    }
+    return env
+
+
+class Gmail:
+    """gmail(*args, input=b"", program="gmail", **environ): one in-process run."""
+
+    def __init__(self, home: Path, log: MailLog) -> None:
+        self.home, self.log = home, log
+        self.queue = home / "queue"
+
+    def __call__(
+        self, *args: str, input: bytes = b"", program: str = "gmail", **environ: str
+    ) -> Result:
+        from click.testing import CliRunner
+
+        from gaemail.cli import gmail
+
+        runner = CliRunner()
+        env = command_environment(self.home, self.log, **environ)
+        return runner.invoke(
+            gmail, list(args), input=input, env=env, prog_name=program, catch_exceptions=False
+        )
+
+    def queued(self, area: str = "new") -> list[str]:
+        directory = self.queue / area
+        return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+@pytest.fixture
+def gmail(tmp_path: Path, mail_log: MailLog) -> Gmail:
+    return Gmail(tmp_path, mail_log)

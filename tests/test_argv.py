@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gaemail.argv import OPTIONS, help_text, parse
+from gaemail.cli import gmail, help_text, parse
+from gaemail.command import option_names
 from gaemail.errors import EX_USAGE, UsageError
 
 
@@ -40,7 +41,7 @@ def test_real_callers_select_sendmail_personality(
     inv = parse("gmail", args)
     assert inv.personality == "sendmail", caller
     assert inv.mode == "send"
-    assert inv.recipients == recipients
+    assert inv.recipients == tuple(recipients)
     assert inv.sender == sender
     assert inv.dot_ends is False  # every caller passes -i or -oi
 
@@ -58,16 +59,16 @@ def test_mail_personality() -> None:
     assert inv.personality == "mail"
     assert (inv.subject, inv.cc, inv.bcc, inv.sender) == (
         "Grüße",
-        ["cc@x.org"],
-        ["h@x.org"],
+        ("cc@x.org",),
+        ("h@x.org",),
         "me@x.org",
     )
-    assert inv.recipients == ["to@x.org"]
+    assert inv.recipients == ("to@x.org",)
 
 
 def test_options_may_follow_recipients() -> None:
     inv = parse("gmail", ["to@x.org", "-s", "subject"])
-    assert inv.recipients == ["to@x.org"]
+    assert inv.recipients == ("to@x.org",)
     assert inv.subject == "subject"
 
 
@@ -81,7 +82,7 @@ def test_program_name_selects_personality() -> None:
 def test_dash_b_is_bcc_or_mode() -> None:
     assert parse("gmail", ["-bp"]).mode == "list"
     assert parse("gmail", ["-bm", "-t"]).mode == "send"
-    assert parse("gmail", ["-bhidden@x.org", "to@x.org"]).bcc == ["hidden@x.org"]
+    assert parse("gmail", ["-bhidden@x.org", "to@x.org"]).bcc == ("hidden@x.org",)
 
 
 @pytest.mark.parametrize("mode", ["-bs", "-bt", "-bi", "-bd", "-bv"])
@@ -135,6 +136,34 @@ def test_usage_errors(args: list[str], message: str) -> None:
 
 def test_help_lists_every_option() -> None:
     text = help_text("gmail")
-    for option in OPTIONS:
-        for name in option.names:
-            assert name in text, name
+    names = option_names(gmail)
+    assert {"-t", "-q", "--url", "--help", "--no-fix-sender"} <= set(names)
+    for name in names:
+        assert name in text, name
+
+
+def test_optional_values_are_attached_only() -> None:
+    flush = parse("gmail", ["-q", "a@x.org"])
+    assert (flush.mode, flush.recipients) == ("flush", ("a@x.org",))
+    cluster = parse("gmail", ["-iq15m"])
+    assert (cluster.mode, cluster.dot_ends) == ("flush", False)
+    for debug in (["-d"], ["-d0.1"], ["-dX", "-i"]):
+        assert parse("gmail", [*debug, "a@x.org"]).recipients == ("a@x.org",)
+
+
+def test_modes_inside_a_cluster_and_values_that_look_like_options() -> None:
+    assert parse("gmail", ["-ibp"]).mode == "list"
+    assert parse("gmail", ["-b", "p", "a@x.org"]).bcc == ("p",)
+    inv = parse("gmail", ["-f", "-weird@x.org", "-s", "-q", "a@x.org"])
+    assert (inv.sender, inv.subject, inv.mode) == ("-weird@x.org", "-q", "send")
+
+
+def test_no_queue_wins_over_od() -> None:
+    assert parse("gmail", ["--no-queue", "-odb", "-i", "a@x.org"]).delivery == "none"
+    assert parse("gmail", ["-odq", "-odi", "-i", "a@x.org"]).delivery == "interactive"
+
+
+def test_fix_sender_flags() -> None:
+    assert parse("gmail", ["a@x.org"]).fix_sender is None
+    assert parse("gmail", ["--fix-sender", "a@x.org"]).fix_sender is True
+    assert parse("gmail", ["--no-fix-sender", "a@x.org"]).fix_sender is False

@@ -156,7 +156,7 @@ def test_serve_without_the_server_libraries_says_what_to_install() -> None:
     # As on a client-only install: importing Flask fails.
     code = (
         "import sys; sys.modules['flask'] = None\n"
-        "from gaemail.admin import main; main(['serve', '--port', '0'])"
+        "from gaemail.admin import gaemail; gaemail.main(['serve', '--port', '0'], 'gaemail')"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False

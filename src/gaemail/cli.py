@@ -1,8 +1,7 @@
 """`gmail`: mail(1) and sendmail in one command, exiting with sysexits codes.
 
-This module is the only place where gmail turns errors into exit statuses.  Its
-imports are the per-message cost of every cron job and PHP page that sends mail,
-so it loads only the standard library's core (see bench/ and argv.py).
+`gmail` is the click command object below (the console script's entry point);
+argv.py declares its options and exits.py turns every outcome into its exit status.
 """
 
 from __future__ import annotations
@@ -10,12 +9,18 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
 
-from gaemail import argv
+import click
+
+from gaemail import argv, exits
+from gaemail.command import HELP_WIDTH, GmailCommand
 from gaemail.config import Settings, calling_user
 from gaemail.errors import (
     EX_OK,
-    GaemailError,
     LocalIOError,
     MessageSendingFailure,
     describe_os_error,
@@ -24,52 +29,48 @@ from gaemail.message.compose import Defaults, Outgoing, compose_mail, prepare_me
 from gaemail.message.envelope import RecipientResolver
 from gaemail.queue import delivery, listing
 from gaemail.queue.journal import Journal
-from gaemail.queue.spool import Spool, open_spool
-
-TYPE_CHECKING = False  # no run-time typing: see the module's docstring
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from typing import BinaryIO, NoReturn, TextIO
+from gaemail.queue.spool import Entry, Spool, open_spool
 
 
+@dataclass(frozen=True)
 class Environment:
-    """Everything gmail touches outside itself, so tests can run main() in-process."""
+    """Everything gmail touches outside itself, read when the command runs."""
 
-    def __init__(
-        self,
-        stdin: BinaryIO | None = None,
-        stdout: TextIO | None = None,
-        stderr: TextIO | None = None,
-        environ: Mapping[str, str] | None = None,
-        program: str | None = None,
-    ) -> None:
-        self.stdin: BinaryIO = sys.stdin.buffer if stdin is None else stdin
-        self.stdout: TextIO = sys.stdout if stdout is None else stdout
-        self.stderr: TextIO = sys.stderr if stderr is None else stderr
-        self.environ: Mapping[str, str] = os.environ if environ is None else environ
-        self.program = program or os.path.basename(sys.argv[0]) or "gmail"
+    program: str
+    stdin: BinaryIO = field(default_factory=lambda: sys.stdin.buffer)
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
-def main(args: list[str] | None = None, env: Environment | None = None) -> NoReturn:
-    sys.exit(run(sys.argv[1:] if args is None else args, env or Environment()))
+def _run(**_params: object) -> int:
+    """The command's body: click has parsed; argv.invocation reads what it found."""
+    inv = argv.invocation(click.get_current_context())
+    return dispatch(inv, Environment(inv.program))
 
 
-def run(args: list[str], env: Environment) -> int:
-    """Run gmail and return its exit status; every error becomes one stderr line."""
-    try:
-        return _dispatch(argv.parse(env.program, args), env)
-    except GaemailError as exc:
-        env.stderr.write(f"{env.program}: {exc}\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        env.stderr.write(f"{env.program}: interrupted; the message was not sent\n")
-        return LocalIOError.exit_code
+gmail = GmailCommand(
+    "gmail",
+    params=list(argv.OPTIONS),
+    callback=_run,
+    context_settings={"help_option_names": ["--help"]},
+    help="Send mail through a gaemail proxy on Google App Engine.",
+)
 
 
-def _dispatch(inv: argv.Invocation, env: Environment) -> int:
-    if inv.mode == "help":
-        env.stdout.write(argv.help_text(env.program))
-        return EX_OK
+def parse(program: str, args: list[str]) -> argv.Invocation:
+    """What `program args` asks for, parsed as the command parses it."""
+    with gmail.make_context(program, list(args)) as ctx:
+        return argv.invocation(ctx)
+
+
+def help_text(program: str = "gmail") -> str:
+    """gmail --help, as it is printed off a terminal."""
+    with gmail.make_context(program, [], terminal_width=HELP_WIDTH) as ctx:
+        return gmail.get_help(ctx) + "\n"
+
+
+def dispatch(inv: argv.Invocation, env: Environment) -> int:
     if inv.mode == "version":
         from importlib.metadata import version
 
@@ -78,7 +79,7 @@ def _dispatch(inv: argv.Invocation, env: Environment) -> int:
     settings = Settings(inv.settings, env.environ)
     if inv.mode == "list":
         spool = open_spool(settings, env.environ, must_exist=True)
-        env.stdout.write(listing.listing(spool))
+        env.stdout.write(listing.listing(spool, inv.failed))
         return EX_OK
     if inv.mode == "flush":
         return _flush(settings, env, verbose=inv.verbose)
@@ -102,28 +103,35 @@ def _deliver(
             send_now(outgoing, settings)
         except MessageSendingFailure as exc:
             if mode == "none" or not (exc.temporary or exc.setup):
+                # The caller keeps the message (Exim defers or bounces it): one line.
+                status = "deferred" if exc.temporary or exc.setup else "failed"
+                journal.record(status, "-", Entry.of(outgoing, time.time()), str(exc))
                 raise
             # A setup mistake holds the message until it is fixed: it never fails it.
             ident = _enqueue(outgoing, settings, env, journal, deferred=exc)
             later = "held until the setup is fixed" if exc.setup else "for a later attempt"
-            env.stderr.write(f"{env.program}: {exc}; queued as {ident} {later}\n")
+            with exits.message_is_safe(f"queued as {ident}"):
+                env.stderr.write(f"{env.program}: {exc}; queued as {ident} {later}\n")
             return EX_OK
-        if verbose:
-            env.stderr.write(
-                f"{env.program}: sent {outgoing.message_id} to "
-                f"{', '.join(outgoing.envelope.recipients)}\n"
-            )
-        if mode == "interactive":  # --no-queue leaves the queue alone
-            _flush_due_in_background(settings, env, journal)
+        with exits.message_is_safe(f"sent as {outgoing.message_id}"):
+            journal.record("sent", "-", Entry.of(outgoing, time.time()))
+            if verbose:
+                env.stderr.write(
+                    f"{env.program}: sent {outgoing.message_id} to "
+                    f"{', '.join(outgoing.envelope.recipients)}\n"
+                )
+            if mode == "interactive":  # --no-queue leaves the queue alone
+                _flush_due_in_background(settings, env, journal)
         return EX_OK
     ident = _enqueue(outgoing, settings, env, journal)
-    if mode == "background" and delivery.can_deliver(settings) and delivery.detach():
-        try:
-            delivery.deliver_in_background(_spool(settings, env), settings, journal, ident)
-        finally:
-            os._exit(EX_OK)
-    if verbose:
-        env.stderr.write(f"{env.program}: queued {outgoing.message_id} as {ident}\n")
+    with exits.message_is_safe(f"queued as {ident}"):
+        if mode == "background" and delivery.can_deliver(settings) and delivery.detach():
+            try:
+                delivery.deliver_in_background(_spool(settings, env), settings, journal, ident)
+            finally:
+                os._exit(EX_OK)
+        if verbose:
+            env.stderr.write(f"{env.program}: queued {outgoing.message_id} as {ident}\n")
     return EX_OK
 
 
@@ -139,7 +147,12 @@ def _enqueue(
     deferred: MessageSendingFailure | None = None,
 ) -> str:
     """Queue durably; from here on the message is ours and the caller may go."""
-    return delivery.enqueue(outgoing, _spool(settings, env), settings, journal, deferred)
+    spool = _spool(settings, env)
+    clock = time.time()
+    ident = spool.enqueue(outgoing, clock)
+    with exits.message_is_safe(f"queued as {ident}"):
+        delivery.note_queued(spool, ident, outgoing, clock, settings, journal, deferred)
+    return ident
 
 
 def _flush_due_in_background(settings: Settings, env: Environment, journal: Journal) -> None:
@@ -155,7 +168,7 @@ def _flush_due_in_background(settings: Settings, env: Environment, journal: Jour
 def _flush(settings: Settings, env: Environment, verbose: bool) -> int:
     """gmail -q: attempt everything now, ignoring backoff, like exim -qf."""
     outcomes = delivery.flush(
-        open_spool(settings, env.environ),
+        _spool(settings, env),
         settings,
         Journal(env.program, env.environ, env.stderr),
         force=True,
@@ -166,7 +179,7 @@ def _flush(settings: Settings, env: Environment, verbose: bool) -> int:
     elif outcomes.get("failed"):
         env.stderr.write(
             f"{env.program}: {outcomes['failed']} message(s) failed for good; "
-            "see `gaemail queue list --failed` and the mail log\n"
+            "see mailq --failed and the mail log\n"
         )
     return EX_OK
 
@@ -194,12 +207,12 @@ def build(
     if inv.personality == "mail":
         return compose_mail(
             data,
-            to=inv.recipients,
-            cc=inv.cc,
-            bcc=inv.bcc,
+            to=list(inv.recipients),
+            cc=list(inv.cc),
+            bcc=list(inv.bcc),
             subject=inv.subject,
             sender=inv.sender,
-            extra_headers=inv.headers,
+            extra_headers=list(inv.headers),
             resolver=resolver,
             defaults=defaults,
             fix_sender=bool(inv.fix_sender),
@@ -208,7 +221,7 @@ def build(
     sender = inv.sender if inv.sender is not None else environ.get("SENDER")
     return prepare_message(
         data,
-        recipients=inv.recipients,
+        recipients=list(inv.recipients),
         read_headers=inv.read_headers,
         dot_ends=inv.dot_ends,
         sender=sender,

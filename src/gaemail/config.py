@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from gaemail import protocol
 from gaemail.errors import ConfigurationError, describe_os_error
@@ -19,28 +20,17 @@ ENVDIR_VARIABLE = protocol.ENVDIR_VARIABLE
 DEFAULT_ENVDIR = protocol.DEFAULT_ENVDIR
 
 
+@dataclass(frozen=True)
 class Spec:
     """How one setting is found.  `flag_is_file`: the flag names a file holding it."""
 
-    __slots__ = ("default", "env", "flag", "flag_is_file", "help", "key", "secret")
-
-    def __init__(
-        self,
-        key: str,
-        flag: str,
-        env: str,
-        help: str,
-        default: str | None = None,
-        flag_is_file: bool = False,
-        secret: bool = False,
-    ) -> None:
-        self.key = key
-        self.flag = flag
-        self.env = env
-        self.help = help
-        self.default = default
-        self.flag_is_file = flag_is_file
-        self.secret = secret
+    key: str
+    flag: str
+    env: str
+    help: str
+    default: str | None = None
+    flag_is_file: bool = False
+    secret: bool = False
 
 
 SPECS: dict[str, Spec] = {
@@ -102,18 +92,13 @@ SPECS: dict[str, Spec] = {
 }
 
 
+@dataclass(frozen=True)
 class Setting:
     """A resolved value and the place it came from."""
 
-    __slots__ = ("key", "source", "value")
-
-    def __init__(self, key: str, value: str, source: str) -> None:
-        self.key = key
-        self.value = value
-        self.source = source
-
-    def __repr__(self) -> str:  # never the value: it may be the secret
-        return f"Setting(key={self.key!r}, source={self.source!r})"
+    key: str
+    value: str = field(repr=False)  # never in a repr: it may be the secret
+    source: str
 
     @property
     def display(self) -> str:

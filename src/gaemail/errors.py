@@ -1,8 +1,8 @@
 """The exception tree, and the one table that ties each error to its sysexits code.
 
-Every module raises these; only the command-line entry points turn them into exit
-statuses.  Callers of the Python API catch `MessageSendingFailure` for anything the
-proxy or the network did, and `ConfigurationError` for a setup mistake, which
+Every module raises these; only gaemail.exits turns them into exit statuses.
+Callers of the Python API catch `MessageSendingFailure` for anything the proxy or
+the network did, and `ConfigurationError` for a setup mistake, which
 `fail_silently` never hides.
 """
 
@@ -130,17 +130,6 @@ class ProxyURLError(TemporaryFailure):
 
     exit_code = EX_CONFIG
     setup = True
-
-
-def exit_code_for(exc: BaseException) -> int:
-    """The sysexits code for an exception that reached the top of a command."""
-    if isinstance(exc, GaemailError):
-        return exc.exit_code
-    if isinstance(exc, (PermissionError, FileNotFoundError)):
-        return EX_CANTCREAT
-    if isinstance(exc, OSError):
-        return EX_OSERR
-    return EX_SOFTWARE
 
 
 def describe_os_error(exc: OSError) -> str:

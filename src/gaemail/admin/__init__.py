@@ -1,27 +1,29 @@
-"""`gaemail`: the administrator's commands (serve, config, ...), built with click.
+"""`gaemail`: the administrator's commands (serve, config, queue, ...).
 
-The per-message `gmail` command does not live here: it runs once per mail, so it
-keeps to the standard library (see gaemail.cli).  These commands run rarely and
-get click's help, validation and testing for free.
+The group object `gaemail` is the console script's entry point; gaemail.exits
+maps every outcome to a sysexits status, as for `gmail`.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
 
 import click
 
 from gaemail.admin.links import install_links_command
 from gaemail.admin.newaliases import newaliases_command
 from gaemail.admin.queue import queue
-from gaemail.errors import EX_UNAVAILABLE, EX_USAGE, GaemailError, exit_code_for
+from gaemail.errors import EX_UNAVAILABLE
+from gaemail.exits import SysexitsGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SysexitsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gaemail")
-def cli() -> None:
+def gaemail() -> None:
     """Administer gaemail: run the local proxy, inspect settings."""
+
+
+cli = gaemail  # the name the other engineers' modules know
 
 
 @cli.command("config")
@@ -189,19 +191,3 @@ def serve_command(
 cli.add_command(queue)
 cli.add_command(install_links_command)
 cli.add_command(newaliases_command)
-
-
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: click's own errors exit 64 (sysexits), ours by their code."""
-    try:
-        cli.main(args=argv, prog_name="gaemail", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EX_USAGE if isinstance(exc, click.UsageError) else 1)
-    except GaemailError as exc:
-        click.echo(f"gaemail: {exc}", err=True)
-        sys.exit(exit_code_for(exc))
-    sys.exit(0)

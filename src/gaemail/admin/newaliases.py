@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
 
 import click
 
 from gaemail.config import Settings
-from gaemail.errors import (
-    EX_CONFIG,
-    EX_DATAERR,
-    EX_OK,
-    EX_USAGE,
-    GaemailError,
-    describe_os_error,
-    exit_code_for,
-)
+from gaemail.errors import EX_CONFIG, EX_DATAERR, EX_OK, describe_os_error
+from gaemail.exits import SysexitsCommand
 from gaemail.message.aliases_check import check_aliases
 
 SYSTEM_ALIASES = "/etc/aliases"
@@ -45,7 +37,8 @@ def run(aliases: str | None) -> int:
     except OSError as exc:
         click.echo(f"newaliases: cannot read {describe_os_error(exc)}", err=True)
         return EX_CONFIG
-    report = check_aliases(text, path, settings.value("default_domain"))
+    domain = settings.mail_domain()
+    report = check_aliases(text, path, domain.value if domain else None)
     for problem in report.problems:
         click.echo(f"newaliases: {path}:{problem.line}: {problem.text}", err=True)
     if not named:
@@ -62,7 +55,9 @@ def run(aliases: str | None) -> int:
     return EX_OK
 
 
-@click.command("newaliases", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(
+    "newaliases", cls=SysexitsCommand, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option("--aliases", help="The aliases file (else GMAIL_ALIASES, else /etc/aliases).")
 def newaliases_command(aliases: str | None) -> None:
     """Check the aliases file gmail reads and report the entries it cannot use."""
@@ -71,14 +66,5 @@ def newaliases_command(aliases: str | None) -> None:
         sys.exit(status)
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    """The `newaliases` program: sendmail's name, this check; bad options exit 64."""
-    try:
-        newaliases_command.main(args=argv, prog_name="newaliases", standalone_mode=False)
-    except click.UsageError as exc:
-        exc.show()
-        sys.exit(EX_USAGE)
-    except GaemailError as exc:
-        click.echo(f"newaliases: {exc}", err=True)
-        sys.exit(exit_code_for(exc))
-    sys.exit(EX_OK)
+# The `newaliases` program: sendmail's name, this check; exits as gmail and gaemail do.
+main = newaliases_command

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import click
 
 from gaemail.config import Settings
-from gaemail.errors import LocalIOError
+from gaemail.errors import LocalIOError, describe_os_error
 from gaemail.queue import control, daemon, delivery, listing
 from gaemail.queue.journal import Journal
 from gaemail.queue.spool import SUBDIRS, TRIGGER, Spool, age_text, open_spool
@@ -263,17 +263,20 @@ def init_command(queue_dir: str | None, owner: str) -> None:
         ) from None
     group = grp.getgrgid(account.pw_gid).gr_name
     modes = {"tmp": 0o3733, "new": 0o3733, "state": 0o2770, "failed": 0o2770}
-    os.makedirs(spool.path, exist_ok=True)
-    os.chown(spool.path, account.pw_uid, account.pw_gid)
-    os.chmod(spool.path, 0o755)  # noqa: S103 - every sender must reach the drop box
-    for name in SUBDIRS:
-        path = spool.dir(name)
-        os.makedirs(path, exist_ok=True)
-        os.chown(path, account.pw_uid, account.pw_gid)
-        os.chmod(path, modes[name])
-    trigger = spool.dir(TRIGGER)
-    if not spool.is_trigger():
-        os.mkfifo(trigger)
-    os.chown(trigger, account.pw_uid, account.pw_gid)
-    os.chmod(trigger, 0o622)  # noqa: S103 - every sender may wake the deliverer; it alone reads
+    try:
+        os.makedirs(spool.path, exist_ok=True)
+        os.chown(spool.path, account.pw_uid, account.pw_gid)
+        os.chmod(spool.path, 0o755)  # noqa: S103 - every sender must reach the drop box
+        for name in SUBDIRS:
+            path = spool.dir(name)
+            os.makedirs(path, exist_ok=True)
+            os.chown(path, account.pw_uid, account.pw_gid)
+            os.chmod(path, modes[name])
+        trigger = spool.dir(TRIGGER)
+        if not spool.is_trigger():
+            os.mkfifo(trigger)
+        os.chown(trigger, account.pw_uid, account.pw_gid)
+        os.chmod(trigger, 0o622)  # noqa: S103 - every sender may wake the deliverer; it alone reads
+    except OSError as exc:
+        raise LocalIOError(f"cannot set up the queue: {describe_os_error(exc)}") from None
     click.echo(f"queue ready at {spool.path} (deliverer {owner}, group {group})")

@@ -21,11 +21,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import formataddr, formatdate, getaddresses
 from typing import TYPE_CHECKING
 
 from gaemail.errors import MessageError, UsageError
 from gaemail.message.envelope import Envelope, RecipientResolver, address_key, unique_addresses
+from gaemail.message.rfc5322 import formataddr, formatdate, getaddresses
 
 # email.policy and email.message load only when a message needs them (a header to
 # fold or encode, a mail(1) body): they are a large part of gmail's start-up (bench/).

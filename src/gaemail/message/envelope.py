@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gaemail.errors import ConfigurationError, NoSuchUserError, describe_os_error
-from gaemail.protocol import v2
+
+if TYPE_CHECKING:
+    from gaemail.protocol import v2
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,8 @@ class Envelope:
 
     def wire(self) -> v2.Envelope:
         """The envelope as protocol v2 signs it; no sender is the null sender."""
+        from gaemail.protocol import v2  # only where mail is sent, not where it is queued
+
         return v2.Envelope(self.sender or v2.NULL_SENDER, self.recipients)
 
 

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import email.utils
 import os
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from gaemail import transport
 from gaemail.config import Settings
 from gaemail.errors import ConfigurationError, GaemailError, MessageSendingFailure
 from gaemail.message.compose import Outgoing
 from gaemail.message.envelope import Envelope
+from gaemail.message.rfc5322 import formatdate
 from gaemail.queue.journal import Journal
 from gaemail.queue.spool import Claim, Entry, Schedule, Spool, State, age_text
 
@@ -107,6 +105,8 @@ class Deliverer:
         progress: Progress | None = None,
     ) -> Counter[str]:
         """Attempt each message, `jobs` at a time; counts of each outcome."""
+        from concurrent.futures import ThreadPoolExecutor  # threads only where mail is sent
+
         ids = list(ids)
         outcomes: Counter[str] = Counter()
         try:
@@ -158,7 +158,7 @@ def bounce_message(claim: Claim, reason: str, now: float) -> bytes:
     lines = [
         f"To: {claim.entry.envelope.sender}",
         "Subject: Undelivered mail: " + _subject(headers),
-        f"Date: {email.utils.formatdate(now, localtime=True)}",
+        f"Date: {formatdate(now, localtime=True)}",
         "Auto-Submitted: auto-replied",
         f"In-Reply-To: {claim.entry.message_id}",
         "MIME-Version: 1.0",
@@ -189,13 +189,29 @@ def enqueue(
     """
     clock = time.time()
     ident = spool.enqueue(outgoing, clock)
+    note_queued(spool, ident, outgoing, clock, settings, journal, deferred)
+    return ident
+
+
+def note_queued(
+    spool: Spool,
+    ident: str,
+    outgoing: Outgoing,
+    clock: float,
+    settings: Settings,
+    journal: Journal,
+    deferred: MessageSendingFailure | None,
+) -> None:
+    """What follows a message's arrival in the queue: its first failure, the log line.
+
+    Nothing here may make a caller send the message again: it is queued already.
+    """
     reason = str(deferred) if deferred else ""
     if deferred:
         schedule = Schedule.from_settings(settings)
         state = State().deferred(clock, reason, schedule, setup=deferred.setup, forced=False)
         spool.write_state(ident, state)
     journal.record("queued", ident, Entry.of(outgoing, clock), reason)
-    return ident
 
 
 # -- senders: how a delivery reaches the proxy -------------------------------------
@@ -213,8 +229,10 @@ def can_deliver(settings: Settings) -> bool:
 
 def one_shot_sender(settings: Settings) -> SendFn:
     """Sends each message on a connection of its own: right for one message."""
-    secret, version = settings.secret_key(), settings.protocol_version()
+    from gaemail import transport  # only where mail is sent, not where it is queued
+
     transport.connection_for(settings).close()  # a bad URL or proxy is said now
+    secret, version = settings.secret_key(), settings.protocol_version()
 
     def send(data: bytes, envelope: Envelope, fix_sender: bool) -> None:
         connection = transport.connection_for(settings)
@@ -240,9 +258,11 @@ def kept_sender(settings: Settings) -> Iterator[SendFn]:
     When the settings cannot sign (no secret, a bad URL), every send raises that
     ConfigurationError: the flush goes on and each message waits for the fix.
     """
+    from gaemail import transport  # only where mail is sent, not where it is queued
+
     try:
-        secret, version = settings.secret_key(), settings.protocol_version()
         transport.connection_for(settings).close()  # the URL, timeout and proxy are sound
+        secret, version = settings.secret_key(), settings.protocol_version()
     except ConfigurationError as problem:
         yield _refusing(problem)
         return
@@ -289,10 +309,20 @@ def flush(
     jobs: int = 4,
     progress: Progress | None = None,
 ) -> Counter[str]:
-    """Attempt every queued message (only the due ones unless `force`)."""
+    """Attempt every queued message (only the due ones unless `force`).
+
+    A forced flush is a person's: settings that cannot sign are their error
+    (ConfigurationError), and the messages stay as they were.  The deliverer's
+    rounds go on instead, and each message waits for the fix.
+    """
     ids = spool.ids()
     if not ids:
         return Counter()
+    from gaemail import transport
+
+    if force:
+        transport.connection_for(settings).close()
+        settings.secret_key()
     spool.clean_tmp(time.time())
     schedule = Schedule.from_settings(settings)
     with kept_sender(settings) as send:

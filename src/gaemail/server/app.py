@@ -13,7 +13,7 @@ from typing import TextIO
 
 from flask import Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 
 from gaemail import protocol
 from gaemail.protocol import v2
@@ -78,8 +78,10 @@ def read_body() -> bytes:
         raise RequestRefused("Content-Length is malformed or appears more than once")
     try:
         return request.get_data()
-    except OSError as exc:  # werkzeug's chunked decoder, a peer that went away
-        raise RequestRefused(f"The request body is malformed: {str(exc)[:80]}") from None
+    except (OSError, BadRequest):  # werkzeug's chunked decoder, a peer that went away
+        raise RequestRefused(
+            "The request body is malformed: bad chunked framing, or it ended early"
+        ) from None
 
 
 def v2_send() -> Response:

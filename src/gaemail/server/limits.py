@@ -110,7 +110,8 @@ def _check_parts(raw: bytes, top: int, limits: Limits) -> None:
         if name not in boundaries:
             continue
         if name in open_boundaries:
-            del open_boundaries[open_boundaries.index(name) + closing :]
+            # A delimiter closes what is nested in its multipart; a closing one, that too.
+            del open_boundaries[open_boundaries.index(name) + (not closing) :]
         if closing:
             continue
         parts += 1

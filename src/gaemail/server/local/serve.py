@@ -21,9 +21,12 @@ from gaemail.server.app import log_requests_to
 from gaemail.server.config import (
     DEFAULT_SENDER_VARIABLE,
     KEY_VARIABLE,
+    V1_FIX_SENDER_VARIABLE,
+    V1_VARIABLE,
     ServerConfig,
     parse_key_list,
     read_key_file,
+    switched_on,
 )
 from gaemail.server.local import KEEP_SENT, create_local_app
 
@@ -66,7 +69,12 @@ def serve(options: ServeOptions, environ: Mapping[str, str], out: TextIO, err: T
     # Locally every sender is accepted, so a fixed address stands in for the
     # application's own (anything@PROJECT.appspotmail.com on App Engine).
     sender = options.default_sender or environ.get(DEFAULT_SENDER_VARIABLE, "").strip()
-    config = ServerConfig(keys=keys, default_sender=sender or LOCAL_DEFAULT_SENDER)
+    config = ServerConfig(
+        keys=keys,
+        default_sender=sender or LOCAL_DEFAULT_SENDER,
+        v1_enabled=switched_on(environ, V1_VARIABLE),
+        v1_fix_sender=switched_on(environ, V1_FIX_SENDER_VARIABLE),
+    )
     outbox = Path(options.outbox).absolute() if options.outbox else state_dir / "outbox"
     app = create_local_app(config, outbox, keep=KEEP_SENT)
     log_requests_to(err)

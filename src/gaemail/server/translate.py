@@ -15,6 +15,7 @@ tests/test_translate.py checks that both readings give the same translation.
 
 from __future__ import annotations
 
+import binascii
 import email
 import logging
 import os
@@ -24,8 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email import errors, policy
 from email.contentmanager import raw_data_manager
+from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
+from email.policy import Policy
 from email.utils import parseaddr
 from typing import Any, TypedDict, cast
 
@@ -131,11 +133,26 @@ def translate_modern(raw: bytes, *, fallback_sender: str | None = None) -> Trans
 def _translate_modern(
     raw: bytes, fallback_sender: str | None, envelope: tuple[str, ...] | None
 ) -> Translation:
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    msg = parse_bytes(raw, policy.default)
     return _translate(msg, MODERN, fallback_sender, envelope)
 
 
 _EMAIL_PACKAGE = os.path.dirname(email.__file__)
+_FEED = 64 * 1024
+
+
+def parse_bytes(raw: bytes, parse_policy: Policy) -> Message:
+    """BytesParser(policy=parse_policy).parsebytes(raw), a slice at a time.
+
+    parsebytes decodes the whole message into one string and wraps that in a
+    StringIO (four bytes a character): five times the message before parsing.
+    The feed parser takes any slicing alike, which is what parsebytes does too.
+    """
+    parser = BytesFeedParser(policy=parse_policy)
+    view = memoryview(raw)
+    for start in range(0, len(raw), _FEED):
+        parser.feed(bytes(view[start : start + _FEED]))
+    return parser.close()
 
 
 @contextmanager
@@ -409,6 +426,17 @@ def _default_filename(part: Message, number: int) -> str:
 def _data(part: Message) -> bytes:
     if part.is_multipart():  # message/rfc822 and kin: the enclosed message itself
         return b"".join(m.as_bytes() for m in part.get_payload() if isinstance(m, Message))
+    payload = part.get_payload()
+    if isinstance(payload, str) and part.get("Content-Transfer-Encoding", "").strip().lower() == (
+        "base64"
+    ):
+        # get_payload(decode=True) splits the payload into lines and joins them
+        # again: three copies of a large attachment where the decoder needs one.
+        # When the decoder accepts the payload as it is, the result is the same.
+        try:
+            return binascii.a2b_base64(payload.encode("ascii", "surrogateescape"))
+        except (binascii.Error, UnicodeEncodeError):
+            pass  # odd padding or bytes: the email package's lenient decoder decides
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
 
@@ -436,7 +464,7 @@ def _parse_plain(raw: bytes) -> Message | None:
     of the parse (content types, boundaries) alike, so both build the same tree.
     """
     try:
-        msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+        msg = parse_bytes(raw, policy.compat32)
     except Exception:  # whatever failed here, the modern reading decides
         return None
     for part in msg.walk():

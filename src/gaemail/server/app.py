@@ -101,10 +101,13 @@ def v2_check() -> Response:
 
 def v2_answer(step: relay_v2.Step) -> Response:
     relay: relay_v2.RelayV2 = current_app.extensions[RELAY_V2_EXTENSION]
-    outcome = relay_v2.precheck(request.content_type, request.headers.get("Content-Encoding"))
+    # The specification's order: size first, then media type and encoding.
     length = request.content_length
-    if outcome is None and length is not None and length > protocol.MAX_MESSAGE_BYTES:
+    outcome = None
+    if length is not None and length > protocol.MAX_MESSAGE_BYTES:
         outcome = relay_v2.too_large(length)
+    if outcome is None:
+        outcome = relay_v2.precheck(request.content_type, request.headers.get("Content-Encoding"))
     if outcome is None:
         try:
             body = read_body()

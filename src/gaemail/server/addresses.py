@@ -3,8 +3,8 @@
 `getaddresses` skips what it cannot read, so `To: good@example.org, a@b@c` used
 to go to good@ alone.  Here the decoded header is split into its items (commas
 outside quotes, comments and angle brackets; groups opened by ":" and closed by
-";"), each item must be exactly one address with a plain domain, and the
-refusal names every item that is not.
+";"), each item must be exactly one address with a plain domain (or a bare
+local name, as cron writes "root"), and the refusal names every item that is not.
 """
 
 from __future__ import annotations
@@ -100,6 +100,9 @@ def _read_one(item: str, _header: str) -> str | None:
             f"{_header}: the Mail API takes ASCII addresses only ({addr[:_SHOWN]!r})"
         )
     local, at, domain = addr.rpartition("@")
-    if not at or not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
+    if not at:
+        # A bare local name (cron's "root"): readable; the Mail API judges it, as in 2010.
+        return formataddr((name, addr)) if _LOCAL.fullmatch(addr) else None
+    if not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
         return None
     return formataddr((name, addr))

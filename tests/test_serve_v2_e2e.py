@@ -108,3 +108,17 @@ def test_v1_switched_off_by_the_environment(
     document = json.loads(body)
     assert (document["v1_enabled"], document["mail_service"]) == (False, "local-stub")
     assert serve.stop() == 0
+
+
+def test_v1_switched_off_by_the_option(
+    start_serve: Callable[..., ServeProcess], clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    key_file = tmp_path / "keys"
+    key_file.write_text("legacy-secret\n")
+    serve = start_serve("--secret-file", str(key_file), "--no-v1", env=clean_env)
+    url, _, _ = serve.startup(2)
+    status, _, _ = _post(
+        url, "/", {"Content-Type": v1.CONTENT_TYPE}, v1.encode_request(MSG, b"legacy-secret")
+    )
+    assert status == 410
+    assert serve.stop() == 0

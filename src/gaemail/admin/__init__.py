@@ -71,6 +71,13 @@ def config_command(url: str | None, secret_file: str | None) -> None:
     help="Where the outbox and development key live.  [default: $XDG_STATE_HOME/gaemail"
     " or ~/.local/state/gaemail]",
 )
+@click.option(
+    "--no-v1",
+    "no_v1",
+    is_flag=True,
+    help="Switch protocol v1 (POST /) off: only v2 is served.  [default: on, unless"
+    " $GAEMAIL_V1 is off]",
+)
 def serve_command(
     host: str,
     port: int,
@@ -78,6 +85,7 @@ def serve_command(
     secret_file: str | None,
     default_sender: str | None,
     state_dir: str | None,
+    no_v1: bool,
 ) -> None:
     """Run the proxy locally: messages go to a Maildir instead of App Engine.
 
@@ -90,7 +98,7 @@ def serve_command(
 
     from gaemail.server.local.serve import ServeOptions, serve
 
-    options = ServeOptions(host, port, outbox, secret_file, default_sender, state_dir)
+    options = ServeOptions(host, port, outbox, secret_file, default_sender, state_dir, no_v1)
     serve(options, os.environ, sys.stdout, sys.stderr)
 
 

@@ -45,6 +45,7 @@ class ServeOptions:
     secret_file: str | None = None
     default_sender: str | None = None
     state_dir: str | None = None
+    no_v1: bool = False
 
 
 class _QuietRequestHandler(WSGIRequestHandler):
@@ -72,7 +73,7 @@ def serve(options: ServeOptions, environ: Mapping[str, str], out: TextIO, err: T
     config = ServerConfig(
         keys=keys,
         default_sender=sender or LOCAL_DEFAULT_SENDER,
-        v1_enabled=switched_on(environ, V1_VARIABLE),
+        v1_enabled=not options.no_v1 and switched_on(environ, V1_VARIABLE),
         v1_fix_sender=switched_on(environ, V1_FIX_SENDER_VARIABLE),
     )
     outbox = Path(options.outbox).absolute() if options.outbox else state_dir / "outbox"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
 import pytest
@@ -274,7 +275,10 @@ def _assert_safe_fields(fields: dict[str, object]) -> None:
     for name in ("to", "cc", "bcc"):
         for address in fields.get(name, []):  # type: ignore[attr-defined]
             assert not any(c in address for c in UNSAFE)
-            assert "@" in address
+            bare = parseaddr(address)[1]
+            # An addr-spec, or a bare local name (cron's "root"), as in 2010.
+            assert bare
+            assert not any(c.isspace() for c in bare), address
     for value in fields.get("headers", {}).values():  # type: ignore[attr-defined]
         assert not any(c in value for c in UNSAFE)
 

@@ -69,6 +69,7 @@ def test_permanent_problems_are_400_naming_the_header(
         (b"good@example.org, a@b@c", "'a@b@c'"),
         (b"good@example.org, other@[127.0.0.1]", "'other@[127.0.0.1]'"),
         (b"good@example.org, a@, b@", "'a@', 'b@'"),
+        (b"good@example.org, John j@example.org", "'John j@example.org'"),
     ],
 )
 def test_no_recipient_is_dropped_silently(post_message: PostMessage, to: bytes, named: str) -> None:

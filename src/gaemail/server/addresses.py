@@ -73,7 +73,7 @@ def read_addresses(header: str, raw_values: list[str], decode: Callable[[str], s
     for raw in raw_values:
         for item in split_items(raw.replace("\r", "").replace("\n", "")):
             try:
-                address = _read_one(decode(item), header)
+                address = _read_one(decode(item), header, item)
             except MessageRefused as refusal:
                 if "ASCII" in str(refusal):
                     raise
@@ -90,7 +90,7 @@ def read_addresses(header: str, raw_values: list[str], decode: Callable[[str], s
     return addresses
 
 
-def _read_one(item: str, _header: str) -> str | None:
+def _read_one(item: str, _header: str, written: str) -> str | None:
     pairs = getaddresses([item])
     if len(pairs) != 1:
         return None
@@ -105,4 +105,6 @@ def _read_one(item: str, _header: str) -> str | None:
         return formataddr((name, addr)) if _LOCAL.fullmatch(addr) else None
     if not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
         return None
+    if local.startswith('"') and '"' not in written:
+        return None  # "Name a@b" without brackets: the parser made up a quoted local part
     return formataddr((name, addr))

@@ -434,8 +434,8 @@ def _data(part: Message) -> bytes:
         # again: three copies of a large attachment where the decoder needs one.
         # When the decoder accepts the payload as it is, the result is the same.
         try:
-            return binascii.a2b_base64(payload.encode("ascii", "surrogateescape"))
-        except (binascii.Error, UnicodeEncodeError):
+            return binascii.a2b_base64(payload)  # takes ASCII text as it is: no copy
+        except (binascii.Error, ValueError):
             pass  # odd padding or bytes: the email package's lenient decoder decides
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""

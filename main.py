@@ -2,7 +2,9 @@
 
 Unlike the package's modules, this file does its work on import, because that
 is how gunicorn asks for the app.  Settings are read here, once: after
-wrap_wsgi_app every request sees a snapshot of os.environ instead.
+wrap_wsgi_app every request sees a snapshot of os.environ instead (GAEMAIL_V1=off
+switches v1 off).  Timeouts are app.yaml's: gunicorn's --timeout, the front end's
+request limit, the SDK's 60 s deadline per Mail API call.
 """
 
 from __future__ import annotations

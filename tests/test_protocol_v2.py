@@ -222,3 +222,10 @@ def test_problem_body_is_problem_json() -> None:
     assert document["detail"] == "No entry"
     assert document["server_time"] == NOW
     assert set(document) >= {"type", "title", "status", "code", "detail"}
+
+
+def test_new_idempotency_keys_are_valid_and_distinct() -> None:
+    keys = {v2.new_idempotency_key() for _ in range(50)}
+    assert len(keys) == 50
+    for key in keys:
+        v2.check_idempotency_key(key)

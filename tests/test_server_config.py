@@ -77,3 +77,25 @@ def test_unreadable_key_file_names_the_file(tmp_path: Path) -> None:
 def test_max_recipients_must_be_positive() -> None:
     with pytest.raises(ConfigurationError, match="max_recipients"):
         ServerConfig(keys=(b"k",), max_recipients=0)
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"), [("off", False), ("0", False), ("no", False), ("", True), ("on", True)]
+)
+def test_v1_can_be_switched_off_by_the_environment(value: str, enabled: bool) -> None:
+    config = ServerConfig.load(None, {"GMAIL_SECRET_KEY": "k", "GAEMAIL_V1": value})
+    assert config.v1_enabled is enabled
+    assert config.v1_fix_sender is True
+    unsigned_off = {"GMAIL_SECRET_KEY": "k", "GAEMAIL_V1_FIX_SENDER": "off"}
+    assert ServerConfig.load(None, unsigned_off).v1_fix_sender is False
+
+
+def test_limits_and_windows_are_checked() -> None:
+    from gaemail.server.config import Limits
+
+    with pytest.raises(ConfigurationError, match="max_params"):
+        Limits(max_params=0)
+    with pytest.raises(ConfigurationError, match="idempotency_seconds"):
+        ServerConfig(keys=(b"k",), idempotency_seconds=60)
+    with pytest.raises(ConfigurationError, match="timestamp_window"):
+        ServerConfig(keys=(b"k",), timestamp_window=0)

@@ -455,3 +455,18 @@ def test_without_from_the_sender_is_the_envelopes_or_with_fix_sender_the_default
     response = proxy.send(body, idem="second-key-0123456789", options=("fix-sender",))
     assert response.status_code == 204
     assert proxy.sent[-1].Sender == "app@example.com"
+
+
+def test_unreachable_records_fail_closed_with_503(proxy: Proxy) -> None:
+    from google.appengine.api import apiproxy_stub_map
+
+    datastore_stub = apiproxy_stub_map.apiproxy.GetStub("datastore_v3")
+    datastore_stub.SetError(apiproxy_errors.CapabilityDisabledError())
+    try:
+        response = proxy.send()
+    finally:
+        datastore_stub.SetError(None)
+    _problem(response, 503, "idempotency_store_unavailable")
+    assert response.headers["Retry-After"] == "30"
+    assert proxy.sent == []
+    assert proxy.send().status_code == 204

@@ -129,6 +129,13 @@ def config_command(url: str | None, secret_file: str | None) -> None:
     help="Where the outbox and development key live.  [default: $XDG_STATE_HOME/gaemail"
     " or ~/.local/state/gaemail]",
 )
+@click.option(
+    "--no-v1",
+    "no_v1",
+    is_flag=True,
+    help="Switch protocol v1 (POST /) off: only v2 is served.  [default: on, unless"
+    " $GAEMAIL_V1 is off]",
+)
 def serve_command(
     host: str,
     port: int,
@@ -144,6 +151,7 @@ def serve_command(
     threads: int,
     request_timeout: float,
     state_dir: str | None,
+    no_v1: bool,
 ) -> None:
     """Run the proxy locally, as strict as App Engine: mail goes to a Maildir.
 
@@ -184,6 +192,7 @@ def serve_command(
         threads=threads,
         request_timeout=request_timeout,
         fsync=fsync,
+        no_v1=no_v1,
     )
     serve(options, os.environ, sys.stdout, sys.stderr)
 

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -186,6 +187,11 @@ def check_envelope(envelope: Envelope, *, allow_empty: bool = False) -> None:
             raise bad_request("envelope_to_invalid", f"Envelope recipient {rcpt!r} is invalid")
     if len(set(envelope.recipients)) != len(envelope.recipients):
         raise bad_request("envelope_to_duplicate", "The envelope names a recipient twice")
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one message: made once, stored with it, reused on every retry."""
+    return secrets.token_urlsafe(24)
 
 
 def check_idempotency_key(value: str) -> None:

@@ -3,8 +3,8 @@
 `getaddresses` skips what it cannot read, so `To: good@example.org, a@b@c` used
 to go to good@ alone.  Here the decoded header is split into its items (commas
 outside quotes, comments and angle brackets; groups opened by ":" and closed by
-";"), each item must be exactly one address with a plain domain, and the
-refusal names every item that is not.
+";"), each item must be exactly one address with a plain domain (or a bare
+local name, as cron writes "root"), and the refusal names every item that is not.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def read_addresses(header: str, raw_values: list[str], decode: Callable[[str], s
     for raw in raw_values:
         for item in split_items(raw.replace("\r", "").replace("\n", "")):
             try:
-                address = _read_one(decode(item), header)
+                address = _read_one(decode(item), header, item)
             except MessageRefused as refusal:
                 if "ASCII" in str(refusal):
                     raise
@@ -90,7 +90,7 @@ def read_addresses(header: str, raw_values: list[str], decode: Callable[[str], s
     return addresses
 
 
-def _read_one(item: str, _header: str) -> str | None:
+def _read_one(item: str, _header: str, written: str) -> str | None:
     pairs = getaddresses([item])
     if len(pairs) != 1:
         return None
@@ -100,6 +100,11 @@ def _read_one(item: str, _header: str) -> str | None:
             f"{_header}: the Mail API takes ASCII addresses only ({addr[:_SHOWN]!r})"
         )
     local, at, domain = addr.rpartition("@")
-    if not at or not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
+    if not at:
+        # A bare local name (cron's "root"): readable; the Mail API judges it, as in 2010.
+        return formataddr((name, addr)) if _LOCAL.fullmatch(addr) else None
+    if not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
         return None
+    if local.startswith('"') and '"' not in written:
+        return None  # "Name a@b" without brackets: the parser made up a quoted local part
     return formataddr((name, addr))

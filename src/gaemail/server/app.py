@@ -13,7 +13,7 @@ from typing import TextIO
 
 from flask import Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 
 from gaemail import protocol
 from gaemail.protocol import v2
@@ -61,13 +61,13 @@ def relay_request() -> Response:
         text = "Protocol v1 is switched off on this proxy: send with protocol v2\n"
         log_v1(log, Outcome(RequestRefused(text)), status=410)
         return Response(text, status=410, mimetype="text/plain")
+    # The raw body, never request.form: Flask caps forms at 500 kB and would decode
+    # 8-bit messages as UTF-8, breaking both the message and its signature.  The
+    # relay reads it itself, so it holds the only copy and can let go once decoded.
     try:
-        body = read_body()
+        return respond(relay(read_body))
     except Refusal as refusal:
         return respond(Outcome(refusal))
-    # The raw body, never request.form: Flask caps forms at 500 kB and would decode
-    # 8-bit messages as UTF-8, breaking both the message and its signature.
-    return respond(relay(body))
 
 
 def read_body() -> bytes:
@@ -77,9 +77,18 @@ def read_body() -> bytes:
         # A server joins repeated Content-Length lines with commas.
         raise RequestRefused("Content-Length is malformed or appears more than once")
     try:
-        return request.get_data()
-    except OSError as exc:  # werkzeug's chunked decoder, a peer that went away
-        raise RequestRefused(f"The request body is malformed: {str(exc)[:80]}") from None
+        if request.content_length is not None and not request.headers.get("Transfer-Encoding"):
+            # One read of the known length: get_data() reads in pieces and joins them,
+            # twice the body at its peak.
+            body = request.stream.read(request.content_length)
+            if len(body) != request.content_length:
+                raise BadRequest()
+            return body
+        return request.get_data(cache=False)  # not kept: the caller owns the only copy
+    except (OSError, BadRequest):  # werkzeug's chunked decoder, a peer that went away
+        raise RequestRefused(
+            "The request body is malformed: bad chunked framing, or it ended early"
+        ) from None
 
 
 def v2_send() -> Response:
@@ -92,10 +101,13 @@ def v2_check() -> Response:
 
 def v2_answer(step: relay_v2.Step) -> Response:
     relay: relay_v2.RelayV2 = current_app.extensions[RELAY_V2_EXTENSION]
-    outcome = relay_v2.precheck(request.content_type, request.headers.get("Content-Encoding"))
+    # The specification's order: size first, then media type and encoding.
     length = request.content_length
-    if outcome is None and length is not None and length > protocol.MAX_MESSAGE_BYTES:
+    outcome = None
+    if length is not None and length > protocol.MAX_MESSAGE_BYTES:
         outcome = relay_v2.too_large(length)
+    if outcome is None:
+        outcome = relay_v2.precheck(request.content_type, request.headers.get("Content-Encoding"))
     if outcome is None:
         try:
             body = read_body()

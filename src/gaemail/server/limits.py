@@ -29,6 +29,7 @@ _EMBEDDED = re.compile(rb"^content-type[ \t]*:[ \t\r\n]*message/", re.I | re.M)
 def check_shape(raw: bytes, limits: Limits, max_recipients: int) -> None:
     """Raises MessageRefused when `raw` is over one of `limits`."""
     top = header_block(raw, 0)
+    _check_size(top, limits, "The message's header")  # before a copy of it is made
     check_header_block(raw[:top], limits, "The message's header")
     count = count_recipients(raw[:top])
     if count > max_recipients:
@@ -48,12 +49,16 @@ def header_block(raw: bytes, start: int) -> int:
     return end.start() if end else len(raw)
 
 
-def check_header_block(block: bytes, limits: Limits, where: str) -> None:
-    if len(block) > limits.max_header_bytes:
+def _check_size(size: int, limits: Limits, where: str) -> None:
+    if size > limits.max_header_bytes:
         raise MessageRefused(
-            f"{where} block is {len(block)} bytes; this proxy takes at most"
+            f"{where} block is {size} bytes; this proxy takes at most"
             f" {limits.max_header_bytes} (limit max_header_bytes)"
         )
+
+
+def check_header_block(block: bytes, limits: Limits, where: str) -> None:
+    _check_size(len(block), limits, where)
     if _ENCODED_WORD not in block and b";" not in block:
         return
     for field in _FIELD_START.split(block):
@@ -110,7 +115,8 @@ def _check_parts(raw: bytes, top: int, limits: Limits) -> None:
         if name not in boundaries:
             continue
         if name in open_boundaries:
-            del open_boundaries[open_boundaries.index(name) + closing :]
+            # A delimiter closes what is nested in its multipart; a closing one, that too.
+            del open_boundaries[open_boundaries.index(name) + (not closing) :]
         if closing:
             continue
         parts += 1
@@ -124,6 +130,7 @@ def _check_part_header(raw: bytes, line_end: int, limits: Limits, number: int) -
     if start < 0:
         return
     end = header_block(raw, start + 1)
+    _check_size(end - start - 1, limits, f"Part {number}'s header")
     block = raw[start + 1 : end]
     check_header_block(block, limits, f"Part {number}'s header")
     if _EMBEDDED.search(block):
@@ -131,6 +138,7 @@ def _check_part_header(raw: bytes, line_end: int, limits: Limits, number: int) -
         body = _HEADER_END.match(raw, end)
         if body is not None:
             inner_end = header_block(raw, body.end())
+            _check_size(inner_end - body.end(), limits, f"Part {number}'s enclosed message header")
             inner = raw[body.end() : inner_end]
             check_header_block(inner, limits, f"Part {number}'s enclosed message header")
 

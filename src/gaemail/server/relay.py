@@ -7,6 +7,7 @@ without touching the rest.  Nothing here knows about Flask.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parseaddr
 
@@ -48,12 +49,12 @@ class Relay:
         self.config = config
         self.accepted = AcceptedIds()
 
-    def __call__(self, body: bytes) -> Outcome:
-        """The outcome of the request whose form body is `body`."""
+    def __call__(self, read_body: Callable[[], bytes]) -> Outcome:
+        """The outcome of the request whose form body `read_body()` returns."""
         translation: Translation | None = None
         key_id: str | None = None
         try:
-            signed = self.decode(body)
+            signed = self.decode(read_body())  # the form (up to 3x the message) freed at once
             key_id = self.verify(signed)
             translation = self.translate(signed)
             self.check_recipients(translation)

@@ -9,6 +9,7 @@ nothing here knows about Flask.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from gaemail.server.refusals import (
 )
 from gaemail.server.sending import send_message
 from gaemail.server.translate import translate_message
+
+log = logging.getLogger("gaemail.server")
 
 DEFAULT_PRINCIPAL = "default"
 MAIL_SERVICE = "mail-api"
@@ -164,10 +167,21 @@ class RelayV2:
         except Refusal as refusal:
             return self._refused(refusal, principal, fields, fingerprint, facts)
         except BaseException:
-            self.store.release(principal, fields.idempotency_key)
+            self._release(principal, fields.idempotency_key)
             raise
-        self.store.complete(principal, fields.idempotency_key, fingerprint, protocol.SENT)
+        try:
+            self.store.complete(principal, fields.idempotency_key, fingerprint, protocol.SENT)
+        except STORE_ERRORS:
+            # Sent all the same; the claim's lease still answers 409 for a while.
+            log.warning("sent, but the idempotency record could not be completed", exc_info=True)
         return Outcome(protocol.SENT, key_id=facts.key_id, recipients=facts.recipients)
+
+    def _release(self, principal: str, key: str) -> None:
+        try:
+            self.store.release(principal, key)
+        except STORE_ERRORS:
+            # The claim lapses with its lease; a retry after that sends.
+            log.warning("the idempotency claim could not be released", exc_info=True)
 
     def _send(self, body: bytes, fields: v2.SignedFields) -> None:
         if len(body) > protocol.MAX_MESSAGE_BYTES:
@@ -231,11 +245,14 @@ class RelayV2:
         if problem.status < protocol.SERVER_ERROR and problem.status != protocol.TOO_MANY_REQUESTS:
             # Permanent: the same request will be refused again, so the record says so.
             answer = v2.problem_body(problem, title_for(problem.status)).decode("ascii")
-            self.store.complete(
-                principal, fields.idempotency_key, fingerprint, problem.status, answer
-            )
+            try:
+                self.store.complete(
+                    principal, fields.idempotency_key, fingerprint, problem.status, answer
+                )
+            except STORE_ERRORS:
+                log.warning("the refusal could not be recorded", exc_info=True)
         else:
-            self.store.release(principal, fields.idempotency_key)
+            self._release(principal, fields.idempotency_key)
         return Outcome(problem.status, problem, key_id=facts.key_id, recipients=facts.recipients)
 
 

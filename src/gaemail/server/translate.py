@@ -15,17 +15,13 @@ tests/test_translate.py checks that both readings give the same translation.
 
 from __future__ import annotations
 
-import email
-import logging
-import os
+import binascii
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from email import errors, policy
 from email.contentmanager import raw_data_manager
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
 from email.utils import parseaddr
 from typing import Any, TypedDict, cast
 
@@ -34,14 +30,15 @@ from google.appengine.api import mail
 from gaemail import protocol
 from gaemail.server.addresses import read_addresses
 from gaemail.server.headers import decoded_header
+from gaemail.server.parsing import (
+    SURROGATE,
+    checked_text,
+    header_name,
+    parse_bytes,
+    parser_errors_refused,
+    raised_in_email_package,
+)
 from gaemail.server.refusals import MessageRefused
-
-log = logging.getLogger("gaemail.server")
-
-# Characters that must not reach the Mail API in a header once decoded (an
-# encoded word can carry them), and lone surrogates, which the SDK cannot encode.
-_UNSAFE_IN_HEADER = re.compile("[\r\n\x00\ud800-\udfff]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # The SDK checks header names case-sensitively against its whitelist.
 _ALLOWED_HEADERS = {name.lower(): name for name in mail.HEADER_WHITELIST}
@@ -115,7 +112,7 @@ def translate_message(
     they name, every other one is a Bcc, and a header address outside the
     envelope is left out.
     """
-    with _parser_errors_refused():
+    with parser_errors_refused():
         plain = _parse_plain(raw)
         if plain is None:
             return _translate_modern(raw, fallback_sender, envelope)
@@ -124,48 +121,15 @@ def translate_message(
 
 def translate_modern(raw: bytes, *, fallback_sender: str | None = None) -> Translation:
     """translate_message's answer, reading `raw` with the modern policy alone: the reference."""
-    with _parser_errors_refused():
+    with parser_errors_refused():
         return _translate_modern(raw, fallback_sender, None)
 
 
 def _translate_modern(
     raw: bytes, fallback_sender: str | None, envelope: tuple[str, ...] | None
 ) -> Translation:
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    msg = parse_bytes(raw, policy.default)
     return _translate(msg, MODERN, fallback_sender, envelope)
-
-
-_EMAIL_PACKAGE = os.path.dirname(email.__file__)
-
-
-@contextmanager
-def _parser_errors_refused() -> Iterator[None]:
-    """An exception raised inside the standard library's email package is the message's fault.
-
-    The parser raises many types on malformed input (IndexError, ValueError,
-    HeaderParseError...); one raised from this module's own code is a proxy bug
-    and passes through, to be answered 500 with its traceback logged.
-    """
-    try:
-        yield
-    except MessageRefused:
-        raise
-    except Exception as exc:
-        if not _raised_in_email_package(exc):
-            raise
-        log.warning("message refused: the email package raised", exc_info=True)
-        raise MessageRefused(
-            f"Cannot parse the message: the parser failed with {type(exc).__name__}"
-        ) from None
-
-
-def _raised_in_email_package(exc: BaseException) -> bool:
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame.f_code.co_filename
-        tb = tb.tb_next
-    return last is not None and os.path.dirname(last) == _EMAIL_PACKAGE
 
 
 @dataclass(frozen=True)
@@ -280,30 +244,12 @@ def _decode(reading: Reading, name: str, raw: str) -> str:
     try:
         value = reading.decode(name, raw)
     except Exception as exc:  # the header parser raises many types on malformed input
-        if not _raised_in_email_package(exc):
+        if not raised_in_email_package(exc):
             raise
         raise MessageRefused(
-            f"{_header_name(name)}: cannot be read ({type(exc).__name__} in the header parser)"
+            f"{header_name(name)}: cannot be read ({type(exc).__name__} in the header parser)"
         ) from None
-    return checked_text(_header_name(name), value)
-
-
-def checked_text(where: str, value: str) -> str:
-    """`value`, when it holds no CR, LF, NUL or lone surrogate; else MessageRefused."""
-    found = _UNSAFE_IN_HEADER.search(value)
-    if found is not None:
-        char = found.group()
-        what = "an undecodable byte" if _SURROGATE.match(char) else f"a {_CONTROL_NAMES[char]}"
-        raise MessageRefused(f"{where}: contains {what} once decoded")
-    return value
-
-
-_CONTROL_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL"}
-
-
-def _header_name(name: str) -> str:
-    shown = name[:60]
-    return shown if shown.isascii() and shown.isprintable() else repr(shown)
+    return checked_text(header_name(name), value)
 
 
 def _sender(msg: Message, reading: Reading, fallback: str | None) -> str:
@@ -380,7 +326,7 @@ def _text(part: Message) -> str:
         what = "Unknown charset" if isinstance(exc, LookupError) else "Unusable charset"
         raise MessageRefused(f"{what} {str(charset)[:60]!r} in a text part") from None
     text = str(content)
-    if _SURROGATE.search(text):
+    if SURROGATE.search(text):
         raise MessageRefused("A text part holds bytes its charset cannot decode")
     return text
 
@@ -416,6 +362,17 @@ def _default_filename(part: Message, number: int) -> str:
 def _data(part: Message) -> bytes:
     if part.is_multipart():  # message/rfc822 and kin: the enclosed message itself
         return b"".join(m.as_bytes() for m in part.get_payload() if isinstance(m, Message))
+    payload = part.get_payload()
+    if isinstance(payload, str) and part.get("Content-Transfer-Encoding", "").strip().lower() == (
+        "base64"
+    ):
+        # get_payload(decode=True) splits the payload into lines and joins them
+        # again: three copies of a large attachment where the decoder needs one.
+        # When the decoder accepts the payload as it is, the result is the same.
+        try:
+            return binascii.a2b_base64(payload)  # takes ASCII text as it is: no copy
+        except (binascii.Error, ValueError):
+            pass  # odd padding or bytes: the email package's lenient decoder decides
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
 
@@ -443,7 +400,7 @@ def _parse_plain(raw: bytes) -> Message | None:
     of the parse (content types, boundaries) alike, so both build the same tree.
     """
     try:
-        msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+        msg = parse_bytes(raw, policy.compat32)
     except Exception:  # whatever failed here, the modern reading decides
         return None
     for part in msg.walk():

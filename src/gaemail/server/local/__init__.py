@@ -158,7 +158,7 @@ def create_local_app(
     app is not wrapped with wrap_wsgi_app: locally that would trust client-sent
     X-AppEngine-* headers.  `app.extensions["mail_stub"]` is the mail stub.
     """
-    app = create_app(config)
+    app = create_app(config, mail_service="local-stub")
     outbox = Maildir(outbox_dir, fsync=fsync) if outbox_dir is not None else None
     stub = install_stubs(outbox, keep=keep, rules=rules)
     app.extensions[MAIL_STUB_EXTENSION] = stub

@@ -21,6 +21,8 @@ from gaemail.command import HELP_WIDTH, GmailCommand
 from gaemail.config import Settings, calling_user
 from gaemail.errors import (
     EX_OK,
+    ConfigurationError,
+    GaemailError,
     LocalIOError,
     MessageSendingFailure,
     describe_os_error,
@@ -101,15 +103,16 @@ def _deliver(
     if mode in ("none", "interactive"):
         try:
             send_now(outgoing, settings)
-        except MessageSendingFailure as exc:
-            if mode == "none" or not (exc.temporary or exc.setup):
+        except (MessageSendingFailure, ConfigurationError) as exc:
+            if mode == "none" or not delivery.may_wait(exc):
                 # The caller keeps the message (Exim defers or bounces it): one line.
-                status = "deferred" if exc.temporary or exc.setup else "failed"
+                status = "deferred" if delivery.may_wait(exc) else "failed"
                 journal.record(status, "-", Entry.of(outgoing, time.time()), str(exc))
                 raise
             # A setup mistake holds the message until it is fixed: it never fails it.
             ident = _enqueue(outgoing, settings, env, journal, deferred=exc)
-            later = "held until the setup is fixed" if exc.setup else "for a later attempt"
+            setup = delivery.is_setup_problem(exc)
+            later = "held until the setup is fixed" if setup else "for a later attempt"
             with exits.message_is_safe(f"queued as {ident}"):
                 env.stderr.write(f"{env.program}: {exc}; queued as {ident} {later}\n")
             return EX_OK
@@ -144,7 +147,7 @@ def _enqueue(
     settings: Settings,
     env: Environment,
     journal: Journal,
-    deferred: MessageSendingFailure | None = None,
+    deferred: GaemailError | None = None,
 ) -> str:
     """Queue durably; from here on the message is ours and the caller may go."""
     spool = _spool(settings, env)

@@ -41,6 +41,11 @@ SENT, DEFERRED, WAITING, FAILED, BUSY, NOT_DUE, HELD = (
 )
 
 
+def may_wait(exc: GaemailError) -> bool:
+    """Whether a message that failed this way belongs in the queue, not back to its sender."""
+    return is_setup_problem(exc) or bool(getattr(exc, "temporary", False))
+
+
 def is_setup_problem(exc: GaemailError) -> bool:
     """Whether only a change of settings (key, secret, URL) can make this go through."""
     return isinstance(exc, ConfigurationError) or (
@@ -180,7 +185,7 @@ def enqueue(
     spool: Spool,
     settings: Settings,
     journal: Journal,
-    deferred: MessageSendingFailure | None = None,
+    deferred: GaemailError | None = None,
 ) -> str:
     """Queue a message durably, as one that failed now when `deferred`; its queue id.
 
@@ -200,7 +205,7 @@ def note_queued(
     clock: float,
     settings: Settings,
     journal: Journal,
-    deferred: MessageSendingFailure | None,
+    deferred: GaemailError | None,
 ) -> None:
     """What follows a message's arrival in the queue: its first failure, the log line.
 
@@ -209,7 +214,8 @@ def note_queued(
     reason = str(deferred) if deferred else ""
     if deferred:
         schedule = Schedule.from_settings(settings)
-        state = State().deferred(clock, reason, schedule, setup=deferred.setup, forced=False)
+        setup = is_setup_problem(deferred)
+        state = State().deferred(clock, reason, schedule, setup=setup, forced=False)
         spool.write_state(ident, state)
     journal.record("queued", ident, Entry.of(outgoing, clock), reason)
 

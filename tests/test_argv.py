@@ -85,11 +85,18 @@ def test_dash_b_is_bcc_or_mode() -> None:
     assert parse("gmail", ["-bhidden@x.org", "to@x.org"]).bcc == ("hidden@x.org",)
 
 
-@pytest.mark.parametrize("mode", ["-bs", "-bt", "-bi", "-bd", "-bv"])
+@pytest.mark.parametrize("mode", ["-bs", "-bt", "-bi", "-bd"])
 def test_unprovided_modes_fail_with_usage(mode: str) -> None:
     with pytest.raises(UsageError, match=r"not provided") as info:
         parse("sendmail", [mode])
     assert info.value.exit_code == EX_USAGE
+
+
+def test_bv_verifies_the_addresses_given() -> None:
+    inv = parse("sendmail", ["-bv", "root", "a@x.org"])
+    assert (inv.mode, inv.recipients) == ("verify", ("root", "a@x.org"))
+    with pytest.raises(UsageError, match="-bv needs the addresses"):
+        parse("sendmail", ["-bv"])
 
 
 def test_delivery_modes() -> None:

@@ -174,7 +174,11 @@ def test_message_without_recipients_exits_65(gmail: Gmail) -> None:
         (["-t", "-s", "subject"], "belongs to the mail(1) style"),
         (["-s", "one\nBcc: evil@x.org", "a@x.org"], "gmail: the value of -s contains a line break"),
         (["-bs"], "gmail: -bs (SMTP on standard input) is not provided by gmail"),
-        (["-bz"], "gmail: unknown mode -bz; gmail provides -bm (send) and -bp (list queue)"),
+        (
+            ["-bz"],
+            "gmail: unknown mode -bz; gmail provides -bm (send), -bp (list the queue)"
+            " and -bv (verify addresses)",
+        ),
         (["-odz", "a@x.org"], "gmail: unknown delivery mode -odz; use -odi, -odb or -odq"),
         (["-h"], "gmail: -h is sendmail's hop count and needs a value; for help, use --help"),
     ],
@@ -296,3 +300,26 @@ def test_completion_of_paths(gmail: Gmail, option: str, kind: str) -> None:
     answer = gmail(_GMAIL_COMPLETE="bash_complete", COMP_WORDS=f"gmail {option} ", COMP_CWORD="2")
     assert answer.exit_code == 0
     assert answer.stdout.splitlines() == [f"{kind},"]
+
+
+def test_bv_says_what_each_address_becomes(gmail: Gmail, tmp_path: Path) -> None:
+    aliases = tmp_path / "aliases"
+    aliases.write_text("root: ops, admin@example.org\n")
+    done = gmail(
+        "-bv", "root", "bob@example.com", GMAIL_ALIASES=str(aliases), GMAIL_DEFAULT_DOMAIN="ex.net"
+    )
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "root... deliverable: ops@ex.net, admin@example.org",
+        "bob@example.com... deliverable: bob@example.com",
+    ]
+
+
+def test_bv_exits_67_naming_the_addresses_that_fail(gmail: Gmail) -> None:
+    done = gmail("-bv", "nobody", "a@example.com", GMAIL_DEFAULT_DOMAIN="")
+    if "deliverable: nobody@" in done.stdout:
+        pytest.skip("this host has a mail domain of its own (/etc/mailname or its FQDN)")
+    assert done.exit_code == 67
+    assert done.stdout.splitlines()[1] == "a@example.com... deliverable: a@example.com"
+    assert done.stdout.startswith("nobody... cannot be delivered: ")
+    assert one_line(done.stderr) == "gmail: cannot deliver to nobody"

@@ -29,7 +29,7 @@ from click.core import ParameterSource
 from gaemail.errors import UsageError
 
 Personality = Literal["mail", "sendmail"]
-Mode = Literal["send", "list", "flush", "version"]
+Mode = Literal["send", "list", "flush", "verify", "version"]
 Scope = Literal["mail", "both", "sendmail", "setting"]
 Arity = Literal["flag", "value", "attached"]  # attached: optional, only as -Xvalue
 Delivery = Literal["interactive", "background", "queue", "none"]
@@ -47,7 +47,6 @@ UNPROVIDED_MODES = {
     "h": "host status",
     "H": "host status",
     "P": "queue statistics",
-    "v": "address verification",
     "V": "version information",
     "a": "ARPANET mode",
 }
@@ -129,7 +128,7 @@ OPTIONS: tuple[click.Parameter, ...] = (
         "mail",
         "ADDR",
         "blind carbon copy to ADDR (repeatable); as -bX, a sendmail mode: "
-        "-bm send (default), -bp list the queue",
+        "-bm send (default), -bp list the queue, -bv ADDR... verify addresses",
         multiple=True,
     ),
     _value(
@@ -419,6 +418,8 @@ def invocation(ctx: click.Context) -> Invocation:
     dot_ends, delivery = _sendmail_options(p)
     recipients = tuple(p["recipients"])
     read_headers = bool(p["read_headers"])
+    if mode == "verify" and not recipients:
+        raise UsageError("-bv needs the addresses to verify: gmail -bv ADDR...")
     if mode == "send" and not recipients and not read_headers:
         if personality == "mail":
             raise UsageError("no recipient given; usage: gmail [-s SUBJECT] ADDR... < body")
@@ -453,12 +454,15 @@ def _mode(mode: Mode, p: dict[str, Any]) -> Mode:
     for letter in p["sendmail_modes"]:
         if letter == "p":
             mode = "list"
+        elif letter == "v":
+            mode = "verify"
         elif letter != "m":
             what = UNPROVIDED_MODES.get(letter)
             if what:
                 raise UsageError(f"-b{letter} ({what}) is not provided by gmail")
             raise UsageError(
-                f"unknown mode -b{letter}; gmail provides -bm (send) and -bp (list queue)"
+                f"unknown mode -b{letter}; gmail provides -bm (send), -bp (list the queue)"
+                " and -bv (verify addresses)"
             )
     if p["flush"]:
         mode = "flush"

@@ -25,6 +25,7 @@ from gaemail.errors import (
     GaemailError,
     LocalIOError,
     MessageSendingFailure,
+    NoSuchUserError,
     describe_os_error,
 )
 from gaemail.message.compose import Defaults, Outgoing, compose_mail, prepare_message
@@ -85,6 +86,8 @@ def dispatch(inv: argv.Invocation, env: Environment) -> int:
         return EX_OK
     if inv.mode == "flush":
         return _flush(settings, env, verbose=inv.verbose)
+    if inv.mode == "verify":
+        return verify(inv.recipients, settings, env)
     outgoing = build(inv, read_stdin(env.stdin), settings, env.environ)
     return _deliver(outgoing, delivery_mode(inv), settings, env, verbose=inv.verbose)
 
@@ -187,6 +190,28 @@ def _flush(settings: Settings, env: Environment, verbose: bool) -> int:
     return EX_OK
 
 
+def verify(addresses: tuple[str, ...], settings: Settings, env: Environment) -> int:
+    """gmail -bv: what each address becomes (aliases, the mail domain); 67 if one cannot."""
+    resolver = _resolver(settings)
+    failed = []
+    for address in addresses:
+        try:
+            targets = resolver.resolve(address.strip())
+        except NoSuchUserError as exc:
+            failed.append(address)
+            env.stdout.write(f"{address}... cannot be delivered: {exc}\n")
+            continue
+        env.stdout.write(f"{address}... deliverable: {', '.join(targets)}\n")
+    if failed:
+        raise NoSuchUserError(f"cannot deliver to {', '.join(failed)}")
+    return EX_OK
+
+
+def _resolver(settings: Settings) -> RecipientResolver:
+    domain = settings.mail_domain()
+    return RecipientResolver(settings.value("aliases"), domain.value if domain else None)
+
+
 def read_stdin(stream: BinaryIO) -> bytes:
     try:
         return stream.read()
@@ -198,8 +223,7 @@ def build(
     inv: argv.Invocation, data: bytes, settings: Settings, environ: Mapping[str, str]
 ) -> Outgoing:
     """The message and envelope the command line and stdin describe."""
-    domain = settings.mail_domain()
-    resolver = RecipientResolver(settings.value("aliases"), domain.value if domain else None)
+    resolver = _resolver(settings)
     user, user_name = calling_user()
     defaults = Defaults(
         sender=settings.value("from"),

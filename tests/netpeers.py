@@ -52,23 +52,19 @@ def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, rest
 
 
-class ForwardProxy:
-    """An HTTP proxy on 127.0.0.1; `requests` lists each request line it was sent."""
+class _LoopbackServer:
+    """A listener on 127.0.0.1 that serves each connection on a thread of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheme: str) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.requests: list[str] = []
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
-    def __enter__(self) -> ForwardProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
         self._listener.close()
@@ -82,6 +78,23 @@ class ForwardProxy:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class ForwardProxy(_LoopbackServer):
+    """An HTTP proxy on 127.0.0.1; `requests` lists each request line it was sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        super().__init__("http")
+
+    def __enter__(self) -> ForwardProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _serve(self, client: socket.socket) -> None:
         client.settimeout(IDLE)
@@ -132,38 +145,21 @@ def make_ca_and_certificate(directory: Path) -> tuple[Path, Path, Path]:
     return ca_cert, cert, key
 
 
-class TLSFront:
+class TLSFront(_LoopbackServer):
     """TLS on 127.0.0.1 in front of a plain HTTP server on `target_port`."""
 
     def __init__(self, target_port: int, cert: Path, key: Path) -> None:
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._context.load_cert_chain(cert, key)
         self._target = target_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self.url = f"https://127.0.0.1:{self.port}/"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__("https")
+        self.url += "/"
 
     def __enter__(self) -> TLSFront:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                raw, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+        self.close()
 
     def _serve(self, raw: socket.socket) -> None:
         raw.settimeout(IDLE)

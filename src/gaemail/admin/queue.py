@@ -107,28 +107,22 @@ def delete_command(
         click.echo(f"deleted {one}")
 
 
-@queue.command("hold")
-@click.argument("ident", nargs=-1)
-@all_option
-@queue_dir_option
-def hold_command(ident: tuple[str, ...], every: bool, queue_dir: str | None) -> None:
-    """Keep messages in the queue, unattempted, until released."""
-    spool = _spool(queue_dir)
-    for one in _each(ident, every, spool, "new"):
-        control.hold(spool, one)
-        click.echo(f"held {one}")
+def _changing(name: str, act: Callable[[Spool, str], None], done: str, doc: str) -> None:
+    """`gaemail queue NAME ID...|--all`: `act` on each queued message, saying `done ID`."""
+
+    @queue.command(name, help=doc)
+    @click.argument("ident", nargs=-1)
+    @all_option
+    @queue_dir_option
+    def command(ident: tuple[str, ...], every: bool, queue_dir: str | None) -> None:
+        spool = _spool(queue_dir)
+        for one in _each(ident, every, spool, "new"):
+            act(spool, one)
+            click.echo(f"{done} {one}")
 
 
-@queue.command("release")
-@click.argument("ident", nargs=-1)
-@all_option
-@queue_dir_option
-def release_command(ident: tuple[str, ...], every: bool, queue_dir: str | None) -> None:
-    """Let held messages go again, due at once."""
-    spool = _spool(queue_dir)
-    for one in _each(ident, every, spool, "new"):
-        control.release(spool, one)
-        click.echo(f"released {one}")
+_changing("hold", control.hold, "held", "Keep messages in the queue, unattempted, until released.")
+_changing("release", control.release, "released", "Let held messages go again, due at once.")
 
 
 @queue.command("retry")

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gaemail.config import Settings
 from gaemail.errors import ConfigurationError, GaemailError, MessageSendingFailure
@@ -25,6 +26,9 @@ from gaemail.message.envelope import Envelope
 from gaemail.message.rfc5322 import formatdate
 from gaemail.queue.journal import Journal
 from gaemail.queue.spool import Claim, Entry, Schedule, Spool, State, age_text
+
+if TYPE_CHECKING:
+    from gaemail.transport import Connection
 
 # (message, envelope, fix_sender); raises MessageSendingFailure or ConfigurationError
 SendFn = Callable[[bytes, Envelope, bool], None]
@@ -233,24 +237,39 @@ def can_deliver(settings: Settings) -> bool:
     return True
 
 
-def one_shot_sender(settings: Settings) -> SendFn:
-    """Sends each message on a connection of its own: right for one message."""
+def _signing(settings: Settings) -> Callable[[Connection, bytes, Envelope, bool], None]:
+    """What signs and sends one message over a connection, with the settings checked now.
+
+    Raises ConfigurationError for a URL, proxy, secret or protocol that cannot be used.
+    """
     from gaemail import transport  # only where mail is sent, not where it is queued
 
-    transport.connection_for(settings).close()  # a bad URL or proxy is said now
+    transport.connection_for(settings).close()
     secret, version = settings.secret_key(), settings.protocol_version()
+
+    def over(connection: Connection, data: bytes, envelope: Envelope, fix_sender: bool) -> None:
+        transport.send(
+            connection,
+            data,
+            secret,
+            fix_sender=fix_sender,
+            envelope=envelope.wire(),
+            version=version,
+        )
+
+    return over
+
+
+def one_shot_sender(settings: Settings) -> SendFn:
+    """Sends each message on a connection of its own: right for one message."""
+    from gaemail import transport
+
+    over = _signing(settings)
 
     def send(data: bytes, envelope: Envelope, fix_sender: bool) -> None:
         connection = transport.connection_for(settings)
         try:
-            transport.send(
-                connection,
-                data,
-                secret,
-                fix_sender=fix_sender,
-                envelope=envelope.wire(),
-                version=version,
-            )
+            over(connection, data, envelope, fix_sender)
         finally:
             connection.close()
 
@@ -264,30 +283,22 @@ def kept_sender(settings: Settings) -> Iterator[SendFn]:
     When the settings cannot sign (no secret, a bad URL), every send raises that
     ConfigurationError: the flush goes on and each message waits for the fix.
     """
-    from gaemail import transport  # only where mail is sent, not where it is queued
+    from gaemail import transport
 
     try:
-        transport.connection_for(settings).close()  # the URL, timeout and proxy are sound
-        secret, version = settings.secret_key(), settings.protocol_version()
+        over = _signing(settings)
     except ConfigurationError as problem:
         yield _refusing(problem)
         return
     mine = threading.local()
-    opened: list[transport.Connection] = []
+    opened: list[Connection] = []
 
     def send(data: bytes, envelope: Envelope, fix_sender: bool) -> None:
         connection = getattr(mine, "connection", None)
         if connection is None:
             connection = mine.connection = transport.connection_for(settings)
             opened.append(connection)  # list.append is atomic
-        transport.send(
-            connection,
-            data,
-            secret,
-            fix_sender=fix_sender,
-            envelope=envelope.wire(),
-            version=version,
-        )
+        over(connection, data, envelope, fix_sender)
 
     try:
         yield send

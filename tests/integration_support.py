@@ -160,8 +160,15 @@ def _lines(stream: object, into: queue.Queue[str | None]) -> None:
     into.put(None)
 
 
-def start_server(state_dir: Path, outbox: Path) -> Server:
-    """Start `gaemail serve --port 0` and read its URL and envdir, waiting at most a minute."""
+def launch_serve(
+    state_dir: Path, outbox: Path, port: int = 0
+) -> tuple[subprocess.Popen[bytes], str, Path, Path]:
+    """Start `gaemail serve` on loopback, waiting at most a minute for it to listen.
+
+    The one way the test suites start a local proxy: (process, URL, the envdir
+    with its development key and URL, its log).  Any sender is accepted, since
+    these suites are about the callers and the queue, not App Engine's sender rule.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / "serve.log"
     with log.open("wb") as log_file:
@@ -169,19 +176,9 @@ def start_server(state_dir: Path, outbox: Path) -> Server:
             [
                 str(GAEMAIL),
                 "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--state-dir",
-                str(state_dir),
-                "--outbox",
-                str(outbox),
-                "--default-sender",
-                PROXY_SENDER,
-                # These tests are about the callers, not App Engine's sender rule.
-                "--authorized-sender",
-                "*",
+                *("--host", "127.0.0.1", "--port", str(port)),
+                *("--state-dir", str(state_dir), "--outbox", str(outbox)),
+                *("--default-sender", PROXY_SENDER, "--authorized-sender", "*"),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -206,6 +203,11 @@ def start_server(state_dir: Path, outbox: Path) -> Server:
     if url is None or envdir is None:
         stop_process(process)
         pytest.fail(f"gaemail serve did not start: {log.read_text(errors='replace')[-2000:]}")
+    return process, url, envdir, log
+
+
+def start_server(state_dir: Path, outbox: Path) -> Server:
+    process, url, envdir, log = launch_serve(state_dir, outbox)
     return Server(url, outbox, envdir, state_dir, process, log)
 
 

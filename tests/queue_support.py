@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from integration_support import launch_serve, stop_process
 from syslog_sink import mail_log
 
 BIN = Path(sys.executable).parent
@@ -68,53 +69,12 @@ def free_port() -> int:
 
 
 def start_server(state: Path, port: int = 0) -> Server:
-    process = subprocess.Popen(
-        [
-            GAEMAIL,
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state),
-            "--default-sender",
-            "proxy@example.com",
-            # These tests are about the queue, not App Engine's sender rule.
-            "--authorized-sender",
-            "*",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    url = envdir = None
-    deadline = time.monotonic() + WAIT
-    while envdir is None and time.monotonic() < deadline:
-        line = process.stdout.readline().decode()
-        if not line:
-            break
-        if line.startswith("Listening on "):
-            url = line.split()[-1]
-        if line.startswith("export GMAIL_ENVDIR="):
-            envdir = Path(line.strip().split("=", 1)[1])
-    if url is None or envdir is None:
-        process.kill()
-        process.wait(10)
-        process.stdout.close()
-        pytest.fail("gaemail serve did not start")
+    process, url, envdir, _ = launch_serve(state, state / "outbox", port)
     return Server(url, envdir, state / "outbox", process)
 
 
 def stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(10)
-    if server.process.stdout:
-        server.process.stdout.close()
+    stop_process(server.process)
 
 
 @contextlib.contextmanager

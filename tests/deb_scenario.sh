@@ -46,9 +46,14 @@ outer() {
     exit "$status"
 }
 
-as_nobody() {  # as cron and PHP run it: another user, a bare environment
+as_nobody() {  # as cron runs it: another user, a bare environment
     setpriv --reuid=nobody --regid=nogroup --clear-groups \
         env -i PATH=/usr/bin:/bin HOME=/nonexistent LANG=C.UTF-8 "$@"
+}
+
+as_www_data() {  # as Apache or php-fpm runs PHP: www-data, whose home it may not write
+    setpriv --reuid=www-data --regid=www-data --clear-groups \
+        env -i PATH=/usr/bin:/bin HOME=/var/www LANG=C.UTF-8 "$@"
 }
 
 queued() { ls /var/spool/gaemail/new | grep -c . || true; }
@@ -99,7 +104,7 @@ start_proxy() {  # the package's own `gaemail serve`, its outbox in /results
         > /results/modes
 }
 
-send_as_callers() {  # cron, mail(1) and PHP, each as nobody: they queue in the drop box
+send_as_callers() {  # cron and mail(1) as nobody, PHP as www-data: they queue in the drop box
     tag=$1
     : > /etc/crontab
     rm -f /var/spool/cron/crontabs/*
@@ -110,7 +115,7 @@ send_as_callers() {  # cron, mail(1) and PHP, each as nobody: they queue in the 
     start_proxy
     echo "$tag mailx body" | as_nobody mail -s "$tag mailx" mailx@example.com \
         > /results/mailx.log 2>&1 && echo 0 > /results/mailx.rc || echo $? > /results/mailx.rc
-    as_nobody php -r "exit(mail('php@example.com', '$tag php', 'php body') ? 0 : 1);" \
+    as_www_data php -r "exit(mail('php@example.com', '$tag php', 'php body') ? 0 : 1);" \
         > /results/php.log 2>&1 && echo 0 > /results/php.rc || echo $? > /results/php.rc
     # cron runs the job at the next minute.
     wait_for 75 sh -c '[ "$(ls /var/spool/gaemail/new | grep -c .)" -ge 3 ]' || true

@@ -189,7 +189,9 @@ def test_newaliases_checks_debians_aliases_file(results: Path) -> None:
     assert "/etc/aliases: 12 aliases, no problems" in log
 
 
-def test_cron_mailx_and_php_queue_as_nobody_and_the_deliverer_sends_them(results: Path) -> None:
+def test_cron_and_mailx_as_nobody_php_as_www_data_queue_and_the_deliverer_sends_them(
+    results: Path,
+) -> None:
     tag = fact(results, "tag")
     assert fact(results, "mailx.rc").strip() == "0", fact(results, "mailx.log")
     assert fact(results, "php.rc").strip() == "0", fact(results, "php.log")

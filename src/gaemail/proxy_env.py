@@ -8,7 +8,6 @@ a server that reaches the internet only through a proxy.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 
 from gaemail.errors import ConfigurationError
@@ -63,6 +62,8 @@ def bypassed(host: str, no_proxy: str) -> bool:
 
 
 def _is_address(text: str) -> bool:
+    import ipaddress  # only when NO_PROXY names hosts
+
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -1,6 +1,6 @@
 """gaemail's benchmark: `make bench`, or `.venv/bin/python bench/run.py [--quick] [--runs N]`.
 
-Method (see bench/README.md and /work/shared/reference/perf-anchors.md):
+Method (see bench/README.md and shared/reference/perf-anchors.md):
 
 - Whole processes are timed from outside, fork/exec to reap (perf_counter_ns
   around Popen + os.wait4), with the environment cron gives a job; every command

@@ -237,6 +237,32 @@ def test_duplicate_content_length_is_v1_text(server: int) -> None:
     assert body.count(b"\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected", "mimetype"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "text/plain"),
+        (b"POST / HTTP/9.9\r\nHost: x\r\n\r\n", 505, "text/plain"),
+        (
+            b"POST /v2/send HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+            431,
+            v2.PROBLEM_TYPE,
+        ),
+    ],
+    ids=["no request line", "bad version", "header line too long"],
+)
+def test_the_servers_own_refusals_are_never_html(
+    server: int, raw: bytes, expected: int, mimetype: str
+) -> None:
+    status, headers, body = _exchange(server, raw)
+    assert status == expected
+    assert headers["content-type"].startswith(mimetype)
+    assert b"<" not in body
+    if mimetype == "text/plain":
+        assert body.count(b"\n") == 1
+    else:
+        assert json.loads(body)["status"] == status
+
+
 def test_joined_content_length_is_refused_by_name(client: FlaskClient) -> None:
     # gunicorn and others join repeated lines with commas, as for any header.
     response = client.post(

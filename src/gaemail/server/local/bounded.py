@@ -22,6 +22,8 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
+from gaemail.protocol import v2
+
 DEFAULT_THREADS = 16
 DEFAULT_REQUEST_TIMEOUT = 30.0
 _WATCH_INTERVAL = 0.25  # seconds between the watchdog's looks
@@ -126,6 +128,30 @@ class BoundedRequestHandler(WSGIRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, an over-long header) in
+        the words of the protocol the path names, as the app answers: never an HTML page."""
+        reason = " ".join((message or self.responses.get(code, ("Bad request",))[0]).split())
+        path = getattr(self, "path", "") or ""
+        if path.startswith("/v2/"):
+            problem = v2.ProtocolError(code, "bad_request", reason)
+            body, content_type = v2.problem_body(problem, reason), v2.PROBLEM_TYPE
+        else:
+            body, content_type = (reason + "\n").encode("utf-8", "replace"), "text/plain"
+        self.log_error("code %d, message %s", code, message)
+        # An unreadable request line leaves http.server at HTTP/0.9, which has no
+        # status line: answer as HTTP/1.0, so the client sees the status and the type.
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        self.send_response(code, message)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if getattr(self, "command", "") != "HEAD":
+            self.wfile.write(body)
 
 
 class BoundedWSGIServer(BaseWSGIServer):

@@ -230,3 +230,22 @@ def test_enqueue_wakes_a_listening_daemon(spool: Spool) -> None:
         assert fd is not None
         spool.enqueue(OUTGOING, 1.0)
         assert os.read(fd, 10) == b"\n"
+
+
+def test_a_syslog_that_stops_reading_never_hangs_the_mail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import threading
+
+    monkeypatch.setattr(Journal, "_told_no_syslog", False)
+    path = str(tmp_path / "log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stuck:
+        stuck.bind(path)  # bound, never read: its queue fills
+        err = io.StringIO()
+        journal = Journal("gmail", {"GMAIL_SYSLOG_SOCKET": path}, err)
+        writer = threading.Thread(target=lambda: [journal.write(6, "x" * 1000) for _ in range(500)])
+        writer.start()
+        writer.join(30)
+        assert not writer.is_alive(), "a full syslog queue blocked the mail log"
+    assert "cannot write the mail log" in err.getvalue()

@@ -53,6 +53,9 @@ class Journal:
         packet = f"<{LOG_MAIL | severity}>{stamp} {self.program}[{os.getpid()}]: {line}"
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # A syslog daemon that stopped reading must not hang a mail: a full
+                # queue is reported like a missing socket.
+                sock.setblocking(False)
                 sock.connect(self.address)
                 sock.send(packet.encode("utf-8", "replace")[:8192])
         except OSError as exc:

@@ -244,7 +244,9 @@ def test_a_syslog_that_stops_reading_never_hangs_the_mail(
         stuck.bind(path)  # bound, never read: its queue fills
         err = io.StringIO()
         journal = Journal("gmail", {"GMAIL_SYSLOG_SOCKET": path}, err)
-        writer = threading.Thread(target=lambda: [journal.write(6, "x" * 1000) for _ in range(500)])
+        writer = threading.Thread(
+            target=lambda: [journal.write(6, "x" * 1000) for _ in range(500)], daemon=True
+        )
         writer.start()
         writer.join(30)
         assert not writer.is_alive(), "a full syslog queue blocked the mail log"

@@ -304,8 +304,6 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes) -> Answer
             lowered.get(protocol.ERROR_HEADER.lower()),
             lowered.get("location"),
         )
-        if failure is None:  # a 204 without v2's answer: sent, as v1 would say
-            return Answer(status, None, retry_after=retry_after)
     return Answer(
         status, failure, code if isinstance(code, str) else None, retry_after, document=document
     )

@@ -335,11 +335,8 @@ def flush(
     ids = spool.ids()
     if not ids:
         return Counter()
-    from gaemail import transport
-
     if force:
-        transport.connection_for(settings).close()
-        settings.secret_key()
+        _signing(settings)  # raises the ConfigurationError that kept_sender would hold
     spool.clean_tmp(time.time())
     schedule = Schedule.from_settings(settings)
     with kept_sender(settings) as send:

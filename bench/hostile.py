@@ -202,9 +202,9 @@ def run_case(case: str) -> dict[str, object]:
 @contextlib.contextmanager
 def _serving(app: Any) -> Iterator[int]:
     """The app on gaemail serve's own werkzeug server, on a loopback port, in a thread."""
-    from gaemail.server.local.serve import listen
+    from gaemail.server.local.serve import ServeOptions, listen
 
-    server = listen("127.0.0.1", 0, app)
+    server = listen(ServeOptions(host="127.0.0.1", port=0), app)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:

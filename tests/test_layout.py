@@ -193,3 +193,27 @@ def test_gmail_sending_a_message_loads_no_httpx_flask_or_sdk(
     }
     assert "gaemail" in imported  # the probe saw gmail's own imports
     assert not imported & {"httpx", "httpcore", "flask", "werkzeug", "google"}
+
+
+# What the repository's top level holds; a run's leftovers (a Maildir a bench made
+# in the working directory, say) must not be committed beside it.
+TOP_LEVEL = {
+    ".ci", ".gcloudignore", ".gitignore", "Makefile", "README.md", "app.yaml", "bench",
+    "contrib", "exim", "main.py", "man", "packaging", "pyproject.toml", "requirements.txt",
+    "scripts", "src", "tests",
+}  # fmt: skip
+
+
+def test_the_repository_tracks_only_the_projects_own_top_level_entries() -> None:
+    root = SRC.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    tracked = {name.split("/", 1)[0] for name in listed.split("\0") if name}
+    assert tracked - TOP_LEVEL == set(), "unexpected files in the repository"
+    maildir_files = [n for n in listed.split("\0") if "/new/" in n or "/cur/" in n]
+    assert maildir_files == []

@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gaemail.protocol import v1, v2
-from gaemail.server import ServerConfig
+from gaemail.server import ServerConfig, parsing
 from gaemail.server.local import create_local_app
 from gaemail.server.refusals import MessageRefused
 from gaemail.server.translate import translate_message
+from test_translate import assert_held_aside_parse_is_the_same
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient
@@ -399,3 +400,31 @@ def test_raw_v1_forms_never_answer_500(fuzz_client: FlaskClient, form: bytes) ->
     response = fuzz_client.post("/", data=form, content_type=v1.CONTENT_TYPE)
     assert response.status_code < 500
     assert response.mimetype == "text/plain"
+
+
+@_settings(1500)
+@given(message())
+def test_every_run_held_aside_parses_the_same(raw: bytes) -> None:
+    # The parser's reading of a message with its inert runs held aside
+    # (gaemail.server.parsing.Blobs) is its reading of the message itself.
+    assert_held_aside_parse_is_the_same(raw)
+
+
+def _translated(raw: bytes) -> object:
+    try:
+        translation = translate_message(raw)
+    except MessageRefused as refusal:
+        return str(refusal)
+    fields = dict(translation.fields)
+    if "attachments" in fields:
+        fields["attachments"] = [(a.filename, a.payload) for a in fields["attachments"]]
+    return fields, translation.message_id
+
+
+@_settings(1500)
+@given(message())
+def test_every_run_held_aside_translates_the_same(raw: bytes) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parsing, "BLOB_MIN", 1)
+        held_aside = _translated(raw)
+    assert held_aside == _translated(raw)

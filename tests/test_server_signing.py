@@ -163,6 +163,19 @@ def test_random_form_bodies_decode_as_parse_qsl_decodes_them() -> None:
         assert _decoded(body) == _expected(body), body
 
 
+def test_random_form_bodies_decoded_in_small_pieces_decode_as_parse_qsl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pieces of 3 bytes: every escape falls near a piece's end somewhere.
+    monkeypatch.setattr(v1, "_DECODE_PIECE", 3)
+    rnd = random.Random(1867)
+    for _ in range(3000):
+        body = "".join(rnd.choice(FORM_PIECES) for _ in range(rnd.randint(0, 16))).encode()
+        assert _decoded(body) == _expected(body), body
+    msg = bytes(range(256)) * 3
+    assert v1.decode_request(v1.encode_request(msg, b"k")).msg == msg
+
+
 def test_every_byte_survives_encoding_and_decoding() -> None:
     msg = bytes(range(256)) * 3
     signed = v1.decode_request(v1.encode_request(msg, b"k"))

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 from collections.abc import Callable
 from email import policy
 from email.header import decode_header, make_header
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 
 import pytest
 from google.appengine.api import mail
 
 from gaemail import protocol
+from gaemail.server import parsing
 from gaemail.server.headers import decoded_header
+from gaemail.server.parsing import Blobs, parse_bytes
 from gaemail.server.refusals import MessageRefused
 from gaemail.server.translate import (
     Translation,
@@ -368,7 +371,7 @@ ODD_HEADERS = {
 @pytest.mark.parametrize("name", sorted(PLAIN_MESSAGES))
 def test_plain_messages_are_read_plainly_with_the_same_answer(name: str) -> None:
     raw = PLAIN_MESSAGES[name]
-    assert _parse_plain(raw) is not None
+    assert _parse_plain(Blobs(raw)) is not None
     _assert_same_reading(raw)
     _assert_same_reading(raw, "fallback@x.appspotmail.com")
 
@@ -376,14 +379,14 @@ def test_plain_messages_are_read_plainly_with_the_same_answer(name: str) -> None
 @pytest.mark.parametrize("name", sorted(MODERN_MESSAGES))
 def test_other_messages_are_read_with_the_modern_policy(name: str) -> None:
     raw = MODERN_MESSAGES[name]
-    assert _parse_plain(raw) is None
+    assert _parse_plain(Blobs(raw)) is None
     _assert_same_reading(raw)
 
 
 @pytest.mark.parametrize("name", sorted(ODD_HEADERS))
 def test_odd_headers_read_the_same_in_a_plain_message(name: str) -> None:
     raw = (ODD_HEADERS[name] + "To: t@x.com\n\nbody\n").encode("utf-8", "surrogateescape")
-    assert _parse_plain(raw) is not None
+    assert _parse_plain(Blobs(raw)) is not None
     _assert_same_reading(raw)
 
 
@@ -442,7 +445,7 @@ def test_random_messages_read_the_same() -> None:
     plain = 0
     for _ in range(400):
         raw = _random_message(rnd)
-        plain += _parse_plain(raw) is not None
+        plain += _parse_plain(Blobs(raw)) is not None
         _assert_same_reading(raw)
     assert plain > 100  # the plain reading was put to the test
 
@@ -481,3 +484,94 @@ def test_random_header_values_decode_as_the_modern_policy_says() -> None:
         except Exception as exc:
             got = type(exc)
         assert got == want, (name, value)
+
+
+# ---------------------------------------------------------------------------
+# Long inert runs (a base64 attachment) are held aside while the parser reads
+# the rest (gaemail.server.parsing.Blobs).  With every run held aside, however
+# short, the parse and the translation must be what the parser alone gives.
+# ---------------------------------------------------------------------------
+
+
+def _tree(msg: Message) -> list[object]:
+    """Everything the parser decided about `msg`, part by part, comparable."""
+    return [
+        (
+            part.get_content_type(),
+            part.raw_items() and list(part.raw_items()),
+            part._payload if not part.is_multipart() else len(part._payload),  # type: ignore[attr-defined]
+            part.preamble,
+            part.epilogue,
+            [type(defect) for defect in part.defects],
+        )
+        for part in msg.walk()
+    ]
+
+
+def assert_held_aside_parse_is_the_same(raw: bytes) -> None:
+    for parse_policy in (policy.compat32, policy.default):
+        blobs = Blobs(raw, minimum=1)
+        msg = blobs.parse(parse_policy)
+        blobs.restore_all(msg)
+        assert _tree(msg) == _tree(parse_bytes(raw, parse_policy))
+
+
+def _every_message() -> list[bytes]:
+    rnd = random.Random(2045)
+    return [
+        *PLAIN_MESSAGES.values(),
+        *MODERN_MESSAGES.values(),
+        *[
+            (v + "To: t@x.com\n\nbody\n").encode("utf-8", "surrogateescape")
+            for v in ODD_HEADERS.values()
+        ],
+        *[_random_message(rnd) for _ in range(200)],
+        CRON,
+    ]
+
+
+def test_every_run_held_aside_parses_and_translates_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(parsing, "BLOB_MIN", 1)
+    messages = _every_message()
+    held = 0
+    for raw in messages:
+        held += bool(Blobs(raw).runs)
+        assert_held_aside_parse_is_the_same(raw)
+        _assert_same_reading(raw)
+        _assert_same_reading(raw, "fallback@x.appspotmail.com")
+    assert held > 0.8 * len(messages)  # runs were held aside in nearly every message
+
+
+def test_a_large_attachment_is_decoded_from_the_message_as_it_is() -> None:
+    data = os.urandom(300_000)
+    for newline in (b"\n", b"\r\n"):
+        encoded = base64.encodebytes(data).replace(b"\n", newline)
+        raw = newline.join([
+            b"From: s@x.com", b"To: t@x.com", b"Content-Type: multipart/mixed; boundary=B", b"",
+            b"--B", b"Content-Type: text/plain", b"", b"see the attachment",
+            b"--B", b"Content-Type: application/pdf; name=a.pdf",
+            b"Content-Transfer-Encoding: base64", b"",
+        ]) + newline + encoded + b"--B--" + newline  # fmt: skip
+        blobs = Blobs(raw)
+        assert len(blobs.runs) == 1
+        (part,) = [p for p in blobs.parse(policy.compat32).walk() if p.get_filename()]
+        assert blobs.base64_data(part) == data  # straight from the held-aside run
+        (attachment,) = translate_message(raw).fields["attachments"]
+        assert attachment.payload == data
+        assert translate_message(raw).fields["body"] == "see the attachment"
+        _assert_same_reading(raw)
+
+
+def test_a_long_text_body_and_preamble_held_aside_come_back_whole() -> None:
+    text = "".join(f"line {i} of a long report, nothing special\n" for i in range(5_000))
+    raw = (
+        "From: s@x.com\nTo: t@x.com\nContent-Type: multipart/mixed; boundary=B\n\n"
+        f"{text}--B\nContent-Type: text/plain; charset=utf-8\n\n{text}--B--\n\n{text}"
+    ).encode()
+    blobs = Blobs(raw)
+    assert len(blobs.runs) == 3
+    assert translate_message(raw).fields["body"] == text.removesuffix("\n")
+    assert_held_aside_parse_is_the_same(raw)
+    _assert_same_reading(raw)

@@ -108,8 +108,8 @@ def decode_request(body: bytes) -> SignedMessage:
     Fields are decoded as bytes (parse_qsl with latin-1, which maps every byte to
     one code point, gives the same), so an 8-bit message that is not UTF-8
     survives and the signature is checked over exactly the bytes the client
-    signed.  No field is copied before it is decoded: at most the body, one
-    translated copy of it and the decoded values exist at once.
+    signed.  A message is decoded a piece at a time: at most the body and the
+    decoded values exist at once.
     """
     if not body.isascii():
         raise RequestError("The form body is not URL-encoded")
@@ -147,8 +147,7 @@ _WANTED = (FIELD_MSG, FIELD_SIGNATURE, FIELD_FIX_SENDER)
 
 
 def _decode_values(body: bytes, spans: dict[str, tuple[int, int]]) -> dict[str, bytes]:
-    """The decoded value of each wanted field, reading `body` through one translation."""
-    translated: bytes | None = None
+    """The decoded value of each wanted field."""
     fields: dict[str, bytes] = {}
     for name in _WANTED:
         if name not in spans:
@@ -159,10 +158,30 @@ def _decode_values(body: bytes, spans: dict[str, tuple[int, int]]) -> dict[str, 
         elif body.find(b"=", start, end) >= 0 or re.compile(_BAD_ESCAPE).search(body, start, end):
             fields[name] = _unquote_plus(body[start:end])
         else:
-            if translated is None:
-                translated = body.translate(_AS_QP)
-            fields[name] = binascii.a2b_qp(memoryview(translated)[start:end])
+            fields[name] = _qp_decoded(body, start, end)
     return fields
+
+
+_DECODE_PIECE = 64 * 1024
+
+
+def _qp_decoded(body: bytes, start: int, end: int) -> bytes:
+    """body[start:end] unquoted, through a2b_qp a piece at a time.
+
+    Whole, the translation and a2b_qp's working buffer would be two more
+    copies of the message.  Every % here starts an escape (_BAD_ESCAPE), so a
+    piece that would end within one ends before its %.
+    """
+    out = io.BytesIO()
+    at = start
+    while at < end:
+        stop = min(at + _DECODE_PIECE, end)
+        cut = body.find(b"%", max(at + 1, stop - 2), stop)
+        if cut > at and stop < end:
+            stop = cut
+        out.write(binascii.a2b_qp(body[at:stop].translate(_AS_QP)))
+        at = stop
+    return out.getvalue()  # the buffer itself, not a copy
 
 
 def _unquote_plus(raw: bytes) -> bytes:

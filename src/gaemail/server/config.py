@@ -24,6 +24,9 @@ DEFAULT_MAX_RECIPIENTS = 500
 _OFF = frozenset({"0", "off", "false", "no"})
 
 
+PARSED_LINE_BYTES = 64
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one message may hold; each is checked before the parse it protects.
@@ -36,6 +39,10 @@ class Limits:
     max_mime_parts: int = 1000
     max_params: int = 100  # parameters of one Content-Type or Content-Disposition
     max_depth: int = 20  # multiparts nested in multiparts
+    # Lines the parser reads one by one (headers, delimiters, and the lines beside
+    # them: long runs of body lines it takes whole), plus one per
+    # PARSED_LINE_BYTES of the message: each costs the parser ~60 bytes.
+    max_parsed_lines: int = 10_000
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -9,6 +9,7 @@ sees them.
 
 from __future__ import annotations
 
+import binascii
 import email
 import logging
 import os
@@ -40,10 +41,180 @@ def parse_bytes(raw: bytes, parse_policy: Policy) -> Message:
     The feed parser takes any slicing alike, which is what parsebytes does too.
     """
     parser = BytesFeedParser(policy=parse_policy)
-    view = memoryview(raw)
-    for start in range(0, len(raw), _FEED):
-        parser.feed(bytes(view[start : start + _FEED]))
+    _feed(parser, raw, 0, len(raw))
     return parser.close()
+
+
+def _feed(parser: BytesFeedParser, raw: bytes, start: int, end: int) -> None:
+    view = memoryview(raw)
+    for at in range(start, end, _FEED):
+        parser.feed(bytes(view[at : min(at + _FEED, end)]))
+
+
+# Where the parser may read header lines: from the start, and from a line that
+# may be a multipart delimiter (it starts with "--"; a lone CR may start a line
+# too), to the next empty line.  Everywhere else the parser is in a body, where
+# a line matters only if it is a delimiter: every other line is taken as it is.
+# (Runs are found by where they stop, not by a repeated pattern: Python's
+# engine keeps a state per repetition, and its possessive forms misread
+# lookaheads in 3.11.)
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
+_BODY_STOP = re.compile(rb"^--|\r(?!\n)", re.M)
+# A header that may make a body a message of its own (message/*, and the parts
+# of multipart/digest): then only the lines that are inert anywhere are taken.
+_ENCLOSING = re.compile(rb"message|digest", re.I)
+# What makes a line matter anywhere, headers included: empty, a colon, leading
+# white space, "From ", a leading "-", a lone CR.  Base64 has none of these.
+_NOT_INERT = re.compile(rb"^(?:From |[\s:\-])|:|\r(?!\n)", re.M)
+# Past this many header regions or lines that matter, the rest of a message
+# is read line by line (and counted against max_parsed_lines).
+_MAX_STOPS = 10_000
+BLOB_MIN = 64 * 1024
+
+
+def _body_runs(raw: bytes) -> list[tuple[int, int]] | None:
+    """The runs of body lines of `raw`, or None when a body may be a message."""
+    runs = []
+    at = 0
+    for _ in range(_MAX_STOPS):
+        if at >= len(raw):
+            break
+        empty = _EMPTY_LINE.search(raw, at)
+        start = empty.end() if empty else len(raw)
+        if _ENCLOSING.search(raw, at, start):
+            return None
+        found = _BODY_STOP.search(raw, start)
+        if found is not None and raw[found.start()] == ord("-"):
+            stop = found.start()  # a line that may be a delimiter: a header region next
+        else:
+            stop = _line_start(raw, start, found.start() if found else len(raw))
+        if stop > start:
+            runs.append((start, stop))
+        at = stop
+    return runs
+
+
+def _inert_runs(raw: bytes) -> list[tuple[int, int]]:
+    """The runs of lines of `raw` that are inert anywhere."""
+    runs = []
+    at = 0
+    for _ in range(_MAX_STOPS):
+        found = _NOT_INERT.search(raw, at)
+        stop = _line_start(raw, at, found.start() if found else len(raw))
+        if stop > at:
+            runs.append((at, stop))
+        if found is None:
+            break
+        after = raw.find(b"\n", found.start())
+        if after < 0:
+            break
+        at = after + 1
+    return runs
+
+
+def _line_start(raw: bytes, start: int, position: int) -> int:
+    """Where the line holding `position` starts, or after the last whole line; >= start."""
+    return max(start, raw.rfind(b"\n", start, position) + 1)
+
+
+class Blobs:
+    """The long runs of body lines of a message, held aside while the parser reads the rest.
+
+    The parser keeps a body as a list of its lines (a string each, ~50 bytes of
+    overhead apiece) and then joins them: for a base64 attachment nearly three
+    times its size, for short lines many times more.  Each run of at least
+    `minimum` bytes is fed as one placeholder line instead, which the parser
+    treats exactly as the lines it stands for: none of them is a delimiter or a
+    header line.  `restore` puts the runs back into what was parsed, and
+    `base64_data` decodes a part that is a run straight from the message.
+    """
+
+    def __init__(self, raw: bytes, minimum: int | None = None) -> None:
+        """`minimum` 0: no run is held aside."""
+        least = BLOB_MIN if minimum is None else minimum
+        self.raw = raw
+        self.runs: list[tuple[int, int]] = []
+        if least:
+            spans = _body_runs(raw)
+            if spans is None:
+                spans = _inert_runs(raw)
+            self.runs = [(start, end) for start, end in spans if end - start >= least]
+        self.nonce = os.urandom(8).hex()
+        self._pattern = re.compile(rf"Gaemailblob{self.nonce}x(\d+)(\n)?")
+
+    def parsed_lines(self) -> int:
+        """How many lines the parser reads one by one: the message's, less the runs'."""
+        raw = self.raw
+        lines = raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n") + 1
+        return lines - sum(raw.count(b"\n", start, end) - 1 for start, end in self.runs)
+
+    def parse(self, parse_policy: Policy) -> Message:
+        """`raw` parsed as parse_bytes would, each run a placeholder line."""
+        parser = BytesFeedParser(policy=parse_policy)
+        at = 0
+        for number, (start, end) in enumerate(self.runs):
+            _feed(parser, self.raw, at, start)
+            parser.feed(f"Gaemailblob{self.nonce}x{number}\n".encode("ascii"))
+            at = end
+        _feed(parser, self.raw, at, len(self.raw))
+        return parser.close()
+
+    def restore(self, part: Message) -> None:
+        """Put the runs back into `part`'s own text: its payload, preamble, epilogue."""
+        if not self.runs:
+            return
+        payload = part._payload  # type: ignore[attr-defined]  # what set_payload sets
+        if isinstance(payload, str):
+            part._payload = self._restored(payload)  # type: ignore[attr-defined]
+        for name in ("preamble", "epilogue"):
+            text = getattr(part, name)
+            if isinstance(text, str):
+                setattr(part, name, self._restored(text))
+
+    def restore_all(self, msg: Message) -> None:
+        """`restore` for `msg` and every part inside it, enclosed messages included."""
+        for part in msg.walk():
+            self.restore(part)
+
+    def run_of(self, part: Message) -> memoryview | None:
+        """The bytes of `part`'s payload when all of it is one held-aside run, else None."""
+        payload = part._payload  # type: ignore[attr-defined]
+        if not (self.runs and isinstance(payload, str) and len(payload) < 80):
+            return None
+        found = self._pattern.fullmatch(payload)
+        if found is None:
+            return None
+        start, end = self._span(found)
+        return memoryview(self.raw)[start:end]
+
+    def base64_data(self, part: Message) -> bytes | None:
+        """The decoded data of a part whose whole payload is one ASCII run, else None."""
+        run = self.run_of(part)
+        if run is None or NON_ASCII.search(run):
+            return None  # the email package's decoder decides, as for any 8-bit payload
+        try:
+            return binascii.a2b_base64(run)
+        except binascii.Error:
+            return None
+
+    def _span(self, found: re.Match[str]) -> tuple[int, int]:
+        start, end = self.runs[int(found.group(1))]
+        if found.group(2) is None:  # the parser took the line ending before a delimiter
+            end -= 2 if self.raw[end - 2 : end] == b"\r\n" else 1
+        return start, end
+
+    def _restored(self, text: str) -> str:
+        if "Gaemailblob" not in text:
+            return text
+
+        def run(found: re.Match[str]) -> str:
+            start, end = self._span(found)
+            return self.raw[start:end].decode("ascii", "surrogateescape")
+
+        return self._pattern.sub(run, text)
+
+
+NON_ASCII = re.compile(rb"[\x80-\xff]")
 
 
 @contextmanager

@@ -59,8 +59,10 @@ class Relay:
             translation = self.translate(signed)
             self.check_recipients(translation)
             key = fingerprint(translation.message_id, signed.msg)
+            fallback = self._fallback(signed)
+            del signed  # the message's bytes: translated, they need not outlive the translation
             if self.accepted.claim(key):
-                self.send(signed, translation, key)
+                self.send(fallback, translation, key)
         except Refusal as refusal:
             return self._outcome(translation, refusal, key_id)
         return self._outcome(translation, None, key_id)
@@ -85,7 +87,9 @@ class Relay:
                 f" {protocol.MAX_MESSAGE_BYTES}"
             )
         check_shape(signed.msg, self.config.limits, self.config.max_recipients)
-        return translate_message(signed.msg, fallback_sender=self._fallback(signed))
+        return translate_message(
+            signed.msg, fallback_sender=self._fallback(signed), limits=self.config.limits
+        )
 
     def check_recipients(self, translation: Translation) -> None:
         # Each recipient counts against the Mail API's daily quota, which sets no
@@ -96,12 +100,10 @@ class Relay:
                 f" at most {self.config.max_recipients} per message"
             )
 
-    def send(self, signed: v1.SignedMessage, translation: Translation, key: str | None) -> None:
+    def send(self, fallback: str | None, translation: Translation, key: str | None) -> None:
         try:
             send_message(
-                translation.fields,
-                message_id=translation.message_id,
-                fallback_sender=self._fallback(signed),
+                translation.fields, message_id=translation.message_id, fallback_sender=fallback
             )
         except BaseException:
             self.accepted.release(key)

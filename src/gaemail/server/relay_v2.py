@@ -39,14 +39,21 @@ IN_FLIGHT_RETRY_SECONDS = 5
 STORE_RETRY_SECONDS = 30
 
 
-@dataclass(frozen=True)
+@dataclass
 class Request:
-    """What the pipeline reads of an HTTP request."""
+    """What the pipeline reads of an HTTP request.
+
+    It holds the only reference to the body, which the send lets go of once the
+    message is translated: a 25 MB message need not outlive its translation.
+    """
 
     path: str
     query: bytes
     get_all: v2.HeaderGetter
     body: bytes
+
+    def release_body(self) -> None:
+        self.body = b""
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,7 @@ class RelayV2:
         if claimed.record is not None:
             return self._replay(claimed.record, fingerprint, facts)
         try:
-            self._send(request.body, fields)
+            self._send(request, fields)
         except Refusal as refusal:
             return self._refused(refusal, principal, fields, fingerprint, facts)
         except BaseException:
@@ -183,20 +190,23 @@ class RelayV2:
             # The claim lapses with its lease; a retry after that sends.
             log.warning("the idempotency claim could not be released", exc_info=True)
 
-    def _send(self, body: bytes, fields: v2.SignedFields) -> None:
-        if len(body) > protocol.MAX_MESSAGE_BYTES:
+    def _send(self, request: Request, fields: v2.SignedFields) -> None:
+        size = len(request.body)
+        if size > protocol.MAX_MESSAGE_BYTES:
             raise TooLarge(
-                f"The message is {len(body)} bytes; the Mail API takes at most"
+                f"The message is {size} bytes; the Mail API takes at most"
                 f" {protocol.MAX_MESSAGE_BYTES}"
             )
-        check_shape(body, self.config.limits, self.config.max_recipients)
+        check_shape(request.body, self.config.limits, self.config.max_recipients)
         fallback = self.config.default_sender if v2.OPTION_FIX_SENDER in fields.options else None
         sender = fields.envelope.sender
         translation = translate_message(
-            body,
+            request.body,
             fallback_sender=fallback or (sender if sender != v2.NULL_SENDER else None),
             envelope=fields.envelope.recipients,
+            limits=self.config.limits,
         )
+        request.release_body()
         send_message(
             translation.fields, message_id=translation.message_id, fallback_sender=fallback
         )

@@ -29,9 +29,12 @@ from google.appengine.api import mail
 
 from gaemail import protocol
 from gaemail.server.addresses import read_addresses
+from gaemail.server.config import PARSED_LINE_BYTES, Limits
 from gaemail.server.headers import decoded_header
 from gaemail.server.parsing import (
+    NON_ASCII,
     SURROGATE,
+    Blobs,
     checked_text,
     header_name,
     parse_bytes,
@@ -69,6 +72,7 @@ def _extensions_by_type() -> dict[str, str]:
 
 
 _EXTENSIONS = _extensions_by_type()
+DEFAULT_LIMITS = Limits()
 
 
 class MailFields(TypedDict, total=False):
@@ -104,6 +108,7 @@ def translate_message(
     *,
     fallback_sender: str | None = None,
     envelope: tuple[str, ...] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Translation:
     """The EmailMessage fields for `raw`; raises MessageRefused when it cannot be sent.
 
@@ -113,23 +118,34 @@ def translate_message(
     envelope is left out.
     """
     with parser_errors_refused():
-        plain = _parse_plain(raw)
+        blobs = Blobs(raw)
+        _check_parsed_lines(blobs, limits)
+        plain = _parse_plain(blobs)
         if plain is None:
-            return _translate_modern(raw, fallback_sender, envelope)
-        return _translate(plain, PLAIN, fallback_sender, envelope)
+            msg = blobs.parse(policy.default)
+            return _translate(msg, MODERN, blobs, fallback_sender, envelope)
+        return _translate(plain, PLAIN, blobs, fallback_sender, envelope)
+
+
+def _check_parsed_lines(blobs: Blobs, limits: Limits) -> None:
+    allowed = limits.max_parsed_lines + len(blobs.raw) // PARSED_LINE_BYTES
+    lines = blobs.parsed_lines()
+    if lines > allowed:
+        raise MessageRefused(
+            f"The message has {lines} lines the parser reads one by one (headers,"
+            " delimiters, and short lines among them); this proxy takes at most"
+            f" {allowed} for its size (limit max_parsed_lines)"
+        )
 
 
 def translate_modern(raw: bytes, *, fallback_sender: str | None = None) -> Translation:
-    """translate_message's answer, reading `raw` with the modern policy alone: the reference."""
+    """translate_message's answer, reading `raw` with the modern policy alone: the reference.
+
+    Nothing is held aside: the parser reads every line itself.
+    """
     with parser_errors_refused():
-        return _translate_modern(raw, fallback_sender, None)
-
-
-def _translate_modern(
-    raw: bytes, fallback_sender: str | None, envelope: tuple[str, ...] | None
-) -> Translation:
-    msg = parse_bytes(raw, policy.default)
-    return _translate(msg, MODERN, fallback_sender, envelope)
+        msg = parse_bytes(raw, policy.default)
+        return _translate(msg, MODERN, Blobs(raw, minimum=0), fallback_sender, None)
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,7 @@ MODERN = Reading(_modern_decode, _modern_body)
 def _translate(
     msg: Message,
     reading: Reading,
+    blobs: Blobs,
     fallback_sender: str | None,
     envelope: tuple[str, ...] | None = None,
 ) -> Translation:
@@ -179,7 +196,7 @@ def _translate(
     subjects = _header_values(msg, reading, "Subject")
     if subjects:
         fields["subject"] = subjects[0]
-    _add_contents(fields, msg, reading)
+    _add_contents(fields, msg, reading, blobs)
     headers = _allowed_headers(msg, reading)
     if headers:
         fields["headers"] = headers
@@ -290,11 +307,11 @@ def _allowed_headers(msg: Message, reading: Reading) -> dict[str, str]:
     return headers
 
 
-def _add_contents(fields: MailFields, msg: Message, reading: Reading) -> None:
+def _add_contents(fields: MailFields, msg: Message, reading: Reading, blobs: Blobs) -> None:
     text_part = reading.body(msg, "plain")
     html_part = reading.body(msg, "html")
-    body = _text(text_part) if text_part is not None else None
-    html = _text(html_part) if html_part is not None else None
+    body = _text(text_part, blobs) if text_part is not None else None
+    html = _text(html_part, blobs) if html_part is not None else None
     if body is None and not html:
         raise MessageRefused("No body: the message has no text/plain or text/html part")
     if body is not None:
@@ -302,24 +319,39 @@ def _add_contents(fields: MailFields, msg: Message, reading: Reading) -> None:
     if html:
         fields["html"] = html
     bodies = [part for part in (text_part, html_part) if part is not None]
-    attachments = _attachments(msg, reading, bodies)
+    attachments = _attachments(msg, reading, bodies, blobs)
     if attachments:
         fields["attachments"] = attachments
 
 
-def _text(part: Message) -> str:
-    if part.get_content_charset() is None:
+# Transfer encodings that leave the bytes as they are (get_payload(decode=True)).
+_IDENTITY_ENCODINGS = {"", "7bit", "8bit", "binary"}
+
+
+def _text(part: Message, blobs: Blobs) -> str:
+    run = None
+    declared = part.get_param("charset", "ASCII")
+    identity = str(part.get("Content-Transfer-Encoding", "")).lower() in _IDENTITY_ENCODINGS
+    if identity and isinstance(declared, str):
+        run = blobs.run_of(part)  # the decoded payload is the run's bytes as they are
+    if run is None:
+        blobs.restore(part)
+    charset = part.get_content_charset()
+    if charset is None:
         # No charset (mailutils, many scripts): RFC 2045 says ASCII, but an 8-bit
         # body is UTF-8 far more often than not, and latin-1 never fails.
-        raw = part.get_payload(decode=True)
-        if isinstance(raw, bytes) and not raw.isascii():
+        raw = part.get_payload(decode=True) if run is None else run
+        if isinstance(raw, bytes | memoryview) and NON_ASCII.search(raw):
             try:
-                return raw.decode("utf-8")
+                return str(raw, "utf-8")
             except UnicodeDecodeError:
-                return raw.decode("latin-1")
+                return str(raw, "latin-1")
     try:
         # What EmailMessage.get_content() does, for either kind of message.
-        content = raw_data_manager.get_content(part)
+        if run is None:
+            content = raw_data_manager.get_content(part)
+        else:  # raw_data_manager's get_text_content, on the run
+            content = str(run, str(declared), "replace")
     except (LookupError, UnicodeError, ValueError) as exc:
         # An unknown name, a codec that cannot decode (idna, punycode), a NUL in the name.
         charset = part.get_content_charset()
@@ -331,7 +363,7 @@ def _text(part: Message) -> str:
     return text
 
 
-def _attachments(msg: Message, reading: Reading, bodies: list[Message]) -> list[Any]:
+def _attachments(msg: Message, reading: Reading, bodies: list[Message], blobs: Blobs) -> list[Any]:
     attachments: list[Any] = []
     for part in _parts(msg):
         if part.is_multipart() and part.get_content_maintype() == "multipart":
@@ -343,7 +375,9 @@ def _attachments(msg: Message, reading: Reading, bodies: list[Message]) -> list[
         checked_text(f"Attachment {number}'s file name", filename)
         content_ids = _header_values(part, reading, "Content-ID")
         content_id = content_ids[0].strip() if content_ids else ""
-        attachments.append(mail.Attachment(filename, _data(part), content_id=content_id or None))
+        attachments.append(
+            mail.Attachment(filename, _data(part, blobs), content_id=content_id or None)
+        )
     return attachments
 
 
@@ -359,13 +393,18 @@ def _default_filename(part: Message, number: int) -> str:
     return f"attachment{number}.{extension}"
 
 
-def _data(part: Message) -> bytes:
+def _data(part: Message, blobs: Blobs) -> bytes:
     if part.is_multipart():  # message/rfc822 and kin: the enclosed message itself
+        blobs.restore_all(part)
         return b"".join(m.as_bytes() for m in part.get_payload() if isinstance(m, Message))
+    base64 = part.get("Content-Transfer-Encoding", "").strip().lower() == "base64"
+    if base64:
+        held = blobs.base64_data(part)  # an attachment read from the message as it is
+        if held is not None:
+            return held
+    blobs.restore(part)
     payload = part.get_payload()
-    if isinstance(payload, str) and part.get("Content-Transfer-Encoding", "").strip().lower() == (
-        "base64"
-    ):
+    if isinstance(payload, str) and base64:
         # get_payload(decode=True) splits the payload into lines and joins them
         # again: three copies of a large attachment where the decoder needs one.
         # When the decoder accepts the payload as it is, the result is the same.
@@ -393,14 +432,14 @@ _PLAIN_MIME_HEADERS = {
 }
 
 
-def _parse_plain(raw: bytes) -> Message | None:
-    """`raw` parsed with compat32 when every part's MIME headers are plain, else None.
+def _parse_plain(blobs: Blobs) -> Message | None:
+    """The message parsed with compat32 when every part's MIME headers are plain, else None.
 
     With plain MIME headers, compat32 and the modern policy take every decision
     of the parse (content types, boundaries) alike, so both build the same tree.
     """
     try:
-        msg = parse_bytes(raw, policy.compat32)
+        msg = blobs.parse(policy.compat32)
     except Exception:  # whatever failed here, the modern reading decides
         return None
     for part in msg.walk():

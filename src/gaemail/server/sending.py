@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
-from google.appengine.api import mail, mail_errors
+from google.appengine.api import api_base_pb2, apiproxy_stub_map, mail, mail_errors
+from google.appengine.runtime import apiproxy_errors
 
 from gaemail.server.refusals import (
     CONSTRUCTION_ERRORS,
@@ -28,26 +31,48 @@ ORIGINAL_MESSAGE_ID: ContextVar[str | None] = ContextVar(
 
 def send_message(
     fields: MailFields, *, message_id: str | None, fallback_sender: str | None
-) -> MailFields:
-    """Send `fields`; returns what was sent.  Raises a Refusal when nothing was.
+) -> None:
+    """Send `fields`; raises a Refusal when nothing was sent.
 
     When the Mail API refuses the sender and `fallback_sender` is given, the
     message goes out once more from `fallback_sender`, with the refused sender
     as Reply-To so that answers still reach it.
+
+    The message's contents (body, html, attachments) leave `fields` once they
+    are in the Mail API's request: the request is what is sent, twice if need
+    be, and a 25 MB message need not be held twice while it is.
     """
     with _labelled(message_id):
+        message = _construct(fields)
+        if os.environ.get(SMTP_MODE_VARIABLE) == "true":
+            _send_by_smtp(message, fields, fallback_sender)
+            return
+        request = _request(message)
+        del message
+        for name in _CONTENTS:
+            fields.pop(name, None)  # type: ignore[misc]
         try:
-            _send(fields)
-            return fields
+            _call(request)
+            return
         except mail_errors.InvalidSenderError:
             if not fallback_sender or fields["sender"] == fallback_sender:
                 raise _sender_refusal(fields["sender"], fallback_sender) from None
-        resent = _from_fallback(fields, fallback_sender)
         try:
-            _send(resent)
+            mail.check_email_valid(fallback_sender, "sender")
+        except mail_errors.Error as exc:
+            raise refusal_for(exc) from exc
+        request.Sender = fallback_sender
+        if "reply_to" not in fields:
+            request.ReplyTo = fields["sender"]
+        try:
+            _call(request)
         except mail_errors.InvalidSenderError:
             raise _sender_refusal(fallback_sender, fallback_sender) from None
-        return resent
+
+
+# mail.py sends through smtplib instead of the Mail API when this is "true".
+SMTP_MODE_VARIABLE = "APPENGINE_USE_SMTP_MAIL_SERVICE"
+_CONTENTS = ("body", "html", "attachments")
 
 
 @contextmanager
@@ -60,24 +85,60 @@ def _labelled(message_id: str | None) -> Iterator[None]:
         ORIGINAL_MESSAGE_ID.reset(token)
 
 
-def _send(fields: MailFields) -> None:
-    """One Mail API call; InvalidSenderError passes through for the caller to judge."""
+def _construct(fields: MailFields) -> Any:
     try:
-        message = mail.EmailMessage(**fields)
+        return mail.EmailMessage(**fields)
     except CONSTRUCTION_ERRORS as exc:
         raise refusal_for(exc) from exc
+
+
+def _request(message: Any) -> Any:
+    """The MailMessage protobuf that EmailMessage.send() would send."""
     try:
-        message.send()
+        return message.ToProto()
+    except CONSTRUCTION_ERRORS as exc:
+        raise refusal_for(exc) from exc
+
+
+def _call(request: Any) -> None:
+    """One Mail API call, as EmailMessage.send() makes it; InvalidSenderError passes through."""
+    try:
+        try:
+            apiproxy_stub_map.MakeSyncCall("mail", "Send", request, api_base_pb2.VoidProto())
+        except apiproxy_errors.ApplicationError as exc:
+            error = mail.ERROR_MAP.get(exc.application_error)
+            if error is None:
+                raise
+            raise error(exc.error_detail) from exc
     except mail_errors.InvalidSenderError:
         raise
     except SDK_ERRORS as exc:
         raise refusal_for(exc) from exc
 
 
-def _from_fallback(fields: MailFields, fallback_sender: str) -> MailFields:
+def _send_by_smtp(message: Any, fields: MailFields, fallback_sender: str | None) -> None:
+    """EmailMessage.send() in the SDK's SMTP mode, which builds the MIME message itself."""
+    try:
+        _sent(message)
+        return
+    except mail_errors.InvalidSenderError:
+        if not fallback_sender or fields["sender"] == fallback_sender:
+            raise _sender_refusal(fields["sender"], fallback_sender) from None
     resent: MailFields = {**fields, "sender": fallback_sender}
     resent.setdefault("reply_to", fields["sender"])
-    return resent
+    try:
+        _sent(_construct(resent))
+    except mail_errors.InvalidSenderError:
+        raise _sender_refusal(fallback_sender, fallback_sender) from None
+
+
+def _sent(message: Any) -> None:
+    try:
+        message.send()
+    except mail_errors.InvalidSenderError:
+        raise
+    except SDK_ERRORS as exc:
+        raise refusal_for(exc) from exc
 
 
 def _sender_refusal(sender: str, fallback_sender: str | None) -> MessageRefused | Misconfigured:

@@ -213,3 +213,22 @@ def test_serve_reports_a_busy_port(
     )
     assert result.returncode == 78  # EX_CONFIG
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_serve_takes_its_limits_from_the_environment(
+    start_serve: Callable[..., ServeProcess], clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    secret_file = tmp_path / "keys"
+    secret_file.write_text("e2e-key\n")
+    env = {**clean_env, "GAEMAIL_LIMITS": "max_recipients=1"}
+    serve = start_serve("--secret-file", str(secret_file), "--outbox", str(tmp_path / "box"),
+                        "--authorized-sender", "cron@example.com", env=env)  # fmt: skip
+    url, outbox, _ = serve.startup(3)
+    two = LATIN1_MESSAGE.replace(b"To: admin@example.org", b"To: admin@example.org, b@example.org")
+    assert two != LATIN1_MESSAGE
+    msg_file = tmp_path / "msg.eml"
+    msg_file.write_bytes(two)
+    assert curl_post(url, msg_file, v1.sign(b"e2e-key", two)) == "400"
+    assert list((outbox / "new").iterdir()) == []
+    assert serve.stop() == 0
+    assert "(limit max_recipients)" in serve.stderr_path.read_text()

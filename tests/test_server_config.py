@@ -99,3 +99,42 @@ def test_limits_and_windows_are_checked() -> None:
         ServerConfig(keys=(b"k",), idempotency_seconds=60)
     with pytest.raises(ConfigurationError, match="timestamp_window"):
         ServerConfig(keys=(b"k",), timestamp_window=0)
+
+
+def test_limits_and_max_recipients_from_the_environment() -> None:
+    environ = {
+        "GMAIL_SECRET_KEY": "k",
+        "GAEMAIL_LIMITS": "max_header_bytes=524288, max_recipients=3\tmax_parsed_lines=20000",
+    }
+    config = ServerConfig.load(None, environ)
+    assert config.limits.max_header_bytes == 524288
+    assert config.limits.max_parsed_lines == 20000
+    assert config.limits.max_depth == 20  # not named: the default
+    assert config.max_recipients == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("max_depht=3", "no limit is called 'max_depht'; the limits are max_header_bytes"),
+        ("max_depth=three", "max_depth must be a whole number"),
+        ("max_depth", "'max_depth' is not of the form name=value"),
+        ("max_depth=0", "max_depth must be at least 1"),
+        ("max_recipients=0", "max_recipients must be at least 1"),
+    ],
+)
+def test_a_bad_limits_setting_refuses_to_start_naming_it(value: str, reason: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        ServerConfig.load(None, {"GMAIL_SECRET_KEY": "k", "GAEMAIL_LIMITS": value})
+    assert reason in str(caught.value)
+
+
+def test_principals_from_the_environment_name_known_key_ids() -> None:
+    from gaemail.protocol import v2
+
+    old, new = v2.key_id(b"old-key"), v2.key_id(b"new-key")
+    environ = {"GMAIL_SECRET_KEY": "old-key new-key", "GAEMAIL_PRINCIPALS": f"{old}=ops {new}=ops"}
+    assert ServerConfig.load(None, environ).principals == ((old, "ops"), (new, "ops"))
+    with pytest.raises(ConfigurationError, match="none of the signing keys has") as caught:
+        ServerConfig.load(None, {**environ, "GAEMAIL_PRINCIPALS": "k0000000000=ops"})
+    assert "old-key" not in str(caught.value)

@@ -160,8 +160,9 @@ def serve_command(
     --authorized-sender are accepted), recipients that are not addresses, NUL
     bytes, over-long header lines, and mail past --daily-quota.  The outbox is
     shown at /outbox/.  With no key configured it makes a development key and
-    prints the `export GMAIL_ENVDIR=...` line that points gmail at it.  Stop it
-    with Ctrl-C or SIGTERM.
+    prints the `export GMAIL_ENVDIR=...` line that points gmail at it.  Like the
+    proxy on App Engine it reads GAEMAIL_V1, GAEMAIL_LIMITS and GAEMAIL_PRINCIPALS
+    from its environment (gaemail(8)).  Stop it with Ctrl-C or SIGTERM.
     """
     import os
 

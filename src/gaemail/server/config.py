@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TypedDict
 
 from gaemail import protocol
 from gaemail.errors import ConfigurationError, describe_os_error
@@ -20,6 +21,8 @@ KEY_VARIABLE = protocol.SECRET_VARIABLE
 DEFAULT_SENDER_VARIABLE = "GMAIL_DEFAULT_SENDER"
 V1_VARIABLE = "GAEMAIL_V1"  # "off" switches the 2010 form interface off
 V1_FIX_SENDER_VARIABLE = "GAEMAIL_V1_FIX_SENDER"  # "off": ignore v1's unsigned fix_sender
+LIMITS_VARIABLE = "GAEMAIL_LIMITS"  # "max_header_bytes=524288 max_recipients=1000"
+PRINCIPALS_VARIABLE = "GAEMAIL_PRINCIPALS"  # "KEYID=principal ...": keys sharing idempotency
 DEFAULT_MAX_RECIPIENTS = 500
 _OFF = frozenset({"0", "off", "false", "no"})
 
@@ -80,6 +83,13 @@ class ServerConfig:
             raise ConfigurationError("idempotency_seconds must be at least a day")
         if not 1 <= self.timestamp_window <= self.idempotency_seconds // 2:
             raise ConfigurationError("timestamp_window must be within half the retention")
+        known = {protocol_v2.key_id(secret) for secret in self.keys}
+        for key_id, _ in self.principals:
+            if key_id not in known:
+                raise ConfigurationError(
+                    f"{PRINCIPALS_VARIABLE} names key id {key_id[:20]!r}, which none of the"
+                    " signing keys has (a key's id is in the proxy's log and /v2/check)"
+                )
 
     @property
     def v2_keys(self) -> tuple[protocol_v2.Key, ...]:
@@ -101,12 +111,61 @@ class ServerConfig:
         if not sender and app_dir is not None:
             lines = _read_lines(os.path.join(app_dir, DEFAULT_SENDER_VARIABLE), missing_ok=True)
             sender = lines[0] if lines else ""
-        return cls(
-            keys=keys,
-            default_sender=sender or None,
-            v1_enabled=switched_on(environ, V1_VARIABLE),
-            v1_fix_sender=switched_on(environ, V1_FIX_SENDER_VARIABLE),
-        )
+        return cls(keys=keys, default_sender=sender or None, **environment_settings(environ))
+
+
+class EnvironmentSettings(TypedDict):
+    v1_enabled: bool
+    v1_fix_sender: bool
+    limits: Limits
+    max_recipients: int
+    principals: tuple[tuple[str, str], ...]
+
+
+def environment_settings(environ: Mapping[str, str]) -> EnvironmentSettings:
+    """What every proxy reads from its environment besides the keys and the sender."""
+    limits, max_recipients = parse_limits(environ.get(LIMITS_VARIABLE, ""))
+    return EnvironmentSettings(
+        v1_enabled=switched_on(environ, V1_VARIABLE),
+        v1_fix_sender=switched_on(environ, V1_FIX_SENDER_VARIABLE),
+        limits=limits,
+        max_recipients=max_recipients,
+        principals=parse_principals(environ.get(PRINCIPALS_VARIABLE, "")),
+    )
+
+
+def parse_limits(value: str) -> tuple[Limits, int]:
+    """Limits and max_recipients from "name=number" pairs; the rest keep their defaults."""
+    given: dict[str, int] = {}
+    names = [f.name for f in fields(Limits)] + ["max_recipients"]
+    for name, number in _pairs(LIMITS_VARIABLE, value):
+        if name not in names:
+            raise ConfigurationError(
+                f"{LIMITS_VARIABLE}: no limit is called {name[:40]!r}; the limits are"
+                f" {', '.join(names)}"
+            )
+        if not number.isdigit():
+            raise ConfigurationError(f"{LIMITS_VARIABLE}: {name} must be a whole number")
+        given[name] = int(number)
+    max_recipients = given.pop("max_recipients", DEFAULT_MAX_RECIPIENTS)
+    return Limits(**given), max_recipients
+
+
+def parse_principals(value: str) -> tuple[tuple[str, str], ...]:
+    """Key id -> principal pairs from "KEYID=principal" words."""
+    return tuple(_pairs(PRINCIPALS_VARIABLE, value))
+
+
+def _pairs(variable: str, value: str) -> list[tuple[str, str]]:
+    found = []
+    for word in re.split(r"[\s,]+", value.strip()):
+        if not word:
+            continue
+        name, equals, setting = word.partition("=")
+        if not (equals and name and setting):
+            raise ConfigurationError(f"{variable}: {word[:40]!r} is not of the form name=value")
+        found.append((name, setting))
+    return found
 
 
 def switched_on(environ: Mapping[str, str], name: str) -> bool:

@@ -19,12 +19,10 @@ from gaemail.server.app import log_requests_to
 from gaemail.server.config import (
     DEFAULT_SENDER_VARIABLE,
     KEY_VARIABLE,
-    V1_FIX_SENDER_VARIABLE,
-    V1_VARIABLE,
     ServerConfig,
+    environment_settings,
     parse_key_list,
     read_key_file,
-    switched_on,
 )
 from gaemail.server.local import create_local_app
 from gaemail.server.local.bounded import (
@@ -77,12 +75,10 @@ def serve(options: ServeOptions, environ: Mapping[str, str], out: TextIO, err: T
     # A fixed address stands in for the application's own sender
     # (anything@PROJECT.appspotmail.com on App Engine), which is always authorized.
     sender = options.default_sender or environ.get(DEFAULT_SENDER_VARIABLE, "").strip()
-    config = ServerConfig(
-        keys=keys,
-        default_sender=sender or LOCAL_DEFAULT_SENDER,
-        v1_enabled=not options.no_v1 and switched_on(environ, V1_VARIABLE),
-        v1_fix_sender=switched_on(environ, V1_FIX_SENDER_VARIABLE),
-    )
+    settings = environment_settings(environ)
+    if options.no_v1:
+        settings["v1_enabled"] = False
+    config = ServerConfig(keys=keys, default_sender=sender or LOCAL_DEFAULT_SENDER, **settings)
     outbox = Path(options.outbox).absolute() if options.outbox else state_dir / "outbox"
     rules = local_rules(options, config)
     app = create_local_app(config, outbox, keep=0, rules=rules, fsync=options.fsync)

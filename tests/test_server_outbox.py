@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import email
+import io
 import os
 import random
 import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email import policy
 from email.message import EmailMessage, Message
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pytest
-from google.appengine.api import mail
+from google.appengine.api import api_base_pb2, mail
 from werkzeug.serving import make_server
 
 from gaemail import protocol
 from gaemail.protocol import v1
-from gaemail.server.local import create_local_app, flatten, outbox_message
+from gaemail.server.local import create_local_app, flatten, install_stubs, mime, outbox_message
+from gaemail.server.local.mime import outbox_parts
 from gaemail.server.local.outbox import Maildir
+from gaemail.server.local.rules import DailyQuota, LocalRules
 
 if TYPE_CHECKING:
     from flask import Flask
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
     from conftest import PostMessage
     from gaemail.server import ServerConfig
@@ -92,9 +97,14 @@ def test_refused_message_is_not_delivered(
     assert _delivered(outbox_dir) == []
 
 
+def _writing(data: bytes) -> Callable[[BinaryIO], int]:
+    """What Maildir.deliver takes: a function writing the message into a file."""
+    return lambda out: out.write(data)
+
+
 def test_maildir_delivery_is_atomic_and_private(tmp_path: Path) -> None:
     maildir = Maildir(tmp_path / "box")
-    paths = [maildir.deliver(b"Subject: %d\n\nx\n" % n) for n in range(50)]
+    paths = [maildir.deliver(_writing(b"Subject: %d\n\nx\n" % n)) for n in range(50)]
     assert len(set(paths)) == 50
     assert maildir.delivered() == sorted(paths)
     assert all(path.parent.name == "new" for path in paths)
@@ -113,7 +123,7 @@ def test_failed_delivery_leaves_nothing_behind(
 
     monkeypatch.setattr(os, "rename", failing_rename)
     with pytest.raises(OSError, match="No space"):
-        maildir.deliver(b"Subject: lost\n\nx\n")
+        maildir.deliver(_writing(b"Subject: lost\n\nx\n"))
     assert list((tmp_path / "box" / "tmp").iterdir()) == []
     assert maildir.delivered() == []
 
@@ -130,7 +140,7 @@ def test_delivery_fsyncs_the_message_then_new_once(
         fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    path = maildir.deliver(b"Subject: kept\n\nx\n")
+    path = maildir.deliver(_writing(b"Subject: kept\n\nx\n"))
     # The file's data before the rename, new/ after it: the rename is then durable.
     assert synced == [str(tmp_path / "box" / "tmp" / path.name), str(path.parent)]
 
@@ -148,7 +158,7 @@ def test_a_failed_directory_fsync_leaves_nothing_behind(
 
     monkeypatch.setattr(os, "fsync", failing_on_directories)
     with pytest.raises(OSError, match="Input/output"):
-        maildir.deliver(b"Subject: not acknowledged\n\nx\n")
+        maildir.deliver(_writing(b"Subject: not acknowledged\n\nx\n"))
     assert maildir.delivered() == []
     assert list((tmp_path / "box" / "tmp").iterdir()) == []
 
@@ -336,7 +346,7 @@ def test_without_fsync_delivery_syncs_nothing_and_is_still_atomic(
     synced: list[int] = []
     monkeypatch.setattr(os, "fsync", synced.append)
     maildir = Maildir(tmp_path / "box", fsync=False)
-    path = maildir.deliver(b"Subject: fast\n\nx\n")
+    path = maildir.deliver(_writing(b"Subject: fast\n\nx\n"))
     assert synced == []
     assert path.parent.name == "new"
     assert path.read_bytes() == b"Subject: fast\n\nx\n"
@@ -364,3 +374,190 @@ def test_one_mime_conversion_per_message_and_nothing_cached(
     assert stub._cached_messages == []
     assert len(stub.requests) == 0
     assert len(Maildir(tmp_path / "box").delivered()) == 3
+
+
+# -- streaming the outbox file: Flattened writes what as_bytes(outbox_message()) returns
+
+DATE = "Mon, 02 Mar 2026 10:00:00 +0100"
+CHUNK = flatten._BASE64_CHUNK
+LARGE = 3 * 1024 * 1024 + 7  # several chunks, and not a multiple of 57
+STREAMED_SHAPES: dict[str, dict[str, object]] = {
+    "no attachment": {"body": "Hello.\n"},
+    "one attachment": {"body": "See it.\n", "attachments": [mail.Attachment("a.pdf", b"%PDF")]},
+    "three attachments": OUTBOX_SHAPES["html and attachments"],
+    "empty attachment": {"body": "x", "attachments": [mail.Attachment("empty.txt", b"")]},
+    "attachment ending in a newline": {
+        "body": "x",
+        "attachments": [mail.Attachment("notes.txt", b"line\n" * 100)],
+    },
+    "non-ascii": {
+        "subject": "Grüße aus Köln, 世界",
+        "body": "Grüße\r\nline two\rline three\n",
+        "attachments": [mail.Attachment("Bericht für Köln.pdf", bytes(range(256)))],
+    },
+    "html and text": {
+        "body": "text",
+        "html": "<p>html</p>",
+        "attachments": [mail.Attachment("a.pdf", b"\x00\xff" * 500)],
+    },
+    "large": {"body": "big\n", "attachments": [mail.Attachment("big.pdf", os.urandom(LARGE))]},
+}
+
+
+class _RecordingFile(io.BytesIO):
+    """A file that remembers the size of each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def write(self, data: Buffer) -> int:
+        self.sizes.append(len(memoryview(data)))
+        return super().write(data)
+
+
+def _request(**fields: object) -> Any:
+    fields = {"sender": "Sender <s@example.com>", "to": ["t@example.org"], **fields}
+    return mail.EmailMessage(**fields).ToProto()
+
+
+def _fixed(msg: Message) -> Message:
+    """msg with the Date and boundaries that each flattening would otherwise draw."""
+    msg.replace_header("Date", DATE)
+    for n, part in enumerate(msg.walk()):
+        if part.is_multipart():
+            part.set_boundary(f"boundary-{n}")
+    return msg
+
+
+def _streamed(request: Any, message_id: str | None, fix: bool = True) -> _RecordingFile:
+    msg, raw = outbox_parts(request, message_id)
+    out = _RecordingFile()
+    flatten.Flattened(_fixed(msg) if fix else msg, raw).write(out)
+    return out
+
+
+@pytest.mark.parametrize("shape", sorted(STREAMED_SHAPES))
+def test_streamed_outbox_file_is_what_as_bytes_writes(shape: str) -> None:
+    request = _request(**STREAMED_SHAPES[shape])
+    expected = _fixed(outbox_message(request, "<1@example.org>"))
+    assert _streamed(request, "<1@example.org>").getvalue() == flatten.as_bytes(expected)
+    assert flatten.as_bytes(expected) == expected.as_bytes()
+
+
+def test_an_attachment_is_held_once_as_the_requests_bytes() -> None:
+    # Not also as the SDK's part payload: a str of up to twice the bytes' size.
+    data = bytes(range(256)) * 100
+    msg, raw = outbox_parts(_request(body="x", attachments=[mail.Attachment("a.pdf", data)]), None)
+    ((part, carried),) = raw
+    assert part.get_payload() == ""
+    assert carried == data
+    assert msg.get_payload(1) is part
+
+
+def test_a_large_attachment_is_written_a_chunk_of_base64_at_a_time() -> None:
+    request = _request(**STREAMED_SHAPES["large"])
+    out = _streamed(request, None)
+    assert len(out.getvalue()) > 4 * 1024 * 1024
+    assert max(out.sizes) == len(base64.encodebytes(bytes(CHUNK)))
+    assert len(out.sizes) > LARGE // CHUNK
+
+
+@pytest.mark.parametrize(
+    "size", [1, 56, 57, 58, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 57]
+)
+@pytest.mark.parametrize("last", [b"\n", b"x"])
+def test_streamed_base64_is_encode_base64s_at_chunk_edges(size: int, last: bytes) -> None:
+    data = os.urandom(size - 1) + last
+    request = _request(body="x", attachments=[mail.Attachment("a.bin", data)])
+    expected = _fixed(outbox_message(request, None))
+    assert _streamed(request, None).getvalue() == flatten.as_bytes(expected)
+
+
+def test_streamed_file_draws_its_boundaries_as_the_generator_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The inner (multipart/alternative) boundary is drawn first, the outer one
+    # then, and each again while the text has it: the same draws, the same bytes.
+    width = len(repr(sys.maxsize - 1))
+    taken = "=" * 15 + f"{1:0{width}d}" + "=="
+    fields = STREAMED_SHAPES["html and text"] | {"body": f"--{taken}\nnot a part\n"}
+    request = _request(**fields)
+    monkeypatch.setattr(mime, "formatdate", lambda localtime: DATE)
+
+    def draws(*tokens: int) -> None:
+        found = iter(tokens)
+        monkeypatch.setattr(random, "randrange", lambda _: next(found))
+
+    draws(1, 1, 1, 3)
+    written = _streamed(request, None, fix=False).getvalue()
+    draws(1, 1, 1, 3)
+    assert written == flatten.as_bytes(outbox_message(request, None))
+    assert f'boundary="{taken}.0"'.encode() in written  # the inner one
+    assert f'boundary="{"=" * 15}{3:0{width}d}=="'.encode() in written  # the outer one
+
+
+def test_the_stub_writes_the_outbox_file_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mime, "formatdate", lambda localtime: DATE)
+    monkeypatch.setattr(random, "randrange", lambda _: 42)
+    maildir = Maildir(tmp_path / "box", fsync=False)
+    stub = install_stubs(maildir, keep=0)
+    data = os.urandom(LARGE)
+    message = mail.EmailMessage(
+        sender="s@example.com",
+        to="t@example.org",
+        subject="big",
+        body="An attachment.\n",
+        attachments=[mail.Attachment("big.pdf", data)],
+    )
+    request = message.ToProto()
+    stub._Dynamic_Send(request, api_base_pb2.VoidProto())
+    (path,) = maildir.delivered()
+    assert path.read_bytes() == flatten.as_bytes(outbox_message(request, None))
+    assert request.Attachment[0].Data == data  # the caller's request is left as it was
+    message.send()  # through the SDK's send() and the API proxy
+    assert maildir.delivered()[1].read_bytes() == path.read_bytes()
+
+
+def test_a_failing_writer_leaves_nothing_behind(tmp_path: Path) -> None:
+    maildir = Maildir(tmp_path / "box")
+
+    def failing(out: BinaryIO) -> None:
+        out.write(b"Subject: half\n")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        maildir.deliver(failing)
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []
+    assert maildir.delivered() == []
+
+
+def test_a_write_failing_inside_an_attachment_delivers_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quota = DailyQuota(1)
+    maildir = Maildir(tmp_path / "box")
+    install_stubs(maildir, rules=LocalRules(quota=quota))
+    encode = base64.encodebytes
+    encoded: list[int] = []
+
+    def disk_full_after_two_chunks(data: Buffer) -> bytes:
+        if len(encoded) == 2:
+            raise OSError(28, "No space left on device")
+        encoded.append(len(memoryview(data)))
+        return encode(data)
+
+    monkeypatch.setattr(base64, "encodebytes", disk_full_after_two_chunks)
+    message = mail.EmailMessage(
+        **STREAMED_SHAPES["large"], sender="s@example.org", to="t@example.org"
+    )
+    with pytest.raises(OSError, match="No space"):
+        message.send()
+    assert encoded == [CHUNK, CHUNK]  # it failed inside the attachment
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []
+    assert maildir.delivered() == []
+    monkeypatch.setattr(base64, "encodebytes", encode)
+    message.send()  # the quota was given back
+    assert len(maildir.delivered()) == 1

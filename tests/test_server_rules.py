@@ -15,8 +15,9 @@ from google.appengine.runtime import apiproxy_errors
 from gaemail import protocol
 from gaemail.protocol import v1
 from gaemail.server.local import create_local_app, install_stubs, outbox_message
+from gaemail.server.local.flatten import as_bytes
 from gaemail.server.local.outbox import Maildir
-from gaemail.server.local.rules import DailyQuota, LocalRules, Senders
+from gaemail.server.local.rules import DailyQuota, LocalRules, Senders, check_header_lines
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient
@@ -132,6 +133,32 @@ def test_header_lines_that_cannot_be_folded_are_refused(
     assert _post(strict, plain_message) == protocol.SENT
     data = Maildir(tmp_path / "box").delivered()[0].read_bytes()
     assert max(len(line) for line in data.split(b"\n")) <= 998
+
+
+def test_an_unfoldable_header_refuses_a_message_with_attachments_before_any_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The attachments' base64 is written as the file is: the header block is
+    # checked before the file is opened, with what the whole message would say.
+    maildir = Maildir(tmp_path / "box")
+    install_stubs(maildir, keep=0, rules=LocalRules())
+    message = mail.EmailMessage(
+        sender="s@example.org",
+        to="t@example.org",
+        body="b",
+        headers={"References": "<" + "x" * 1200 + "@example.org>"},
+        attachments=[mail.Attachment("a.pdf", bytes(range(256)) * 1000)],
+    )
+    with pytest.raises(apiproxy_errors.ApplicationError) as whole:
+        check_header_lines(as_bytes(outbox_message(message.ToProto(), None)))
+    opened: list[object] = []
+    monkeypatch.setattr(Maildir, "deliver", lambda self, write: opened.append(write))
+    with pytest.raises(mail_errors.BadRequestError) as refused:
+        message.send()
+    assert str(refused.value) == whole.value.error_detail
+    assert "998" in str(refused.value)
+    assert opened == []
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []
 
 
 def test_long_body_lines_are_sent_quoted_printable(

@@ -21,8 +21,8 @@ from gaemail.errors import ConfigurationError
 from gaemail.server.app import create_app, log_requests_to
 from gaemail.server.config import ServerConfig
 from gaemail.server.idempotency import PersistentDatastoreStub, use_local_app_id
-from gaemail.server.local.flatten import as_bytes
-from gaemail.server.local.mime import envelope_recipients, outbox_message
+from gaemail.server.local.flatten import Flattened
+from gaemail.server.local.mime import envelope_recipients, outbox_message, outbox_parts
 from gaemail.server.local.outbox import Maildir
 from gaemail.server.local.rules import LocalRules, check_header_lines
 from gaemail.server.sending import ORIGINAL_MESSAGE_ID
@@ -70,16 +70,17 @@ class OutboxMailStub(mail_stub.MailServiceStub):  # type: ignore[misc]
     def _Dynamic_Send(self, request: Any, response: Any) -> None:
         self._ValidateExtensions(request)  # the SDK stub's own check
         self.rules.check_request(request)
-        data = as_bytes(outbox_message(request, ORIGINAL_MESSAGE_ID.get()))
+        # Written as it is flattened: the attachments' bytes are the one copy held.
+        message = Flattened(*outbox_parts(request, ORIGINAL_MESSAGE_ID.get()))
         if self.rules.strict:
-            check_header_lines(data)
+            check_header_lines(message.head)
         recipients = len(request.To) + len(request.Cc) + len(request.Bcc)
         quota = self.rules.quota
         if quota is not None:
             quota.take(recipients)
         try:
             if self.outbox is not None:
-                self.outbox.deliver(data)
+                self.outbox.deliver(message.write)
         except BaseException:
             if quota is not None:
                 quota.give_back(recipients)

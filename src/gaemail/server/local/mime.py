@@ -28,23 +28,37 @@ _BODY_HEADERS = ("content-type", "mime-version", "content-transfer-encoding")
 
 
 def outbox_message(request: Any, message_id: str | None) -> Message:
-    """The message written to the outbox for a sent MailMessage protobuf.
+    """The message written to the outbox for a sent MailMessage protobuf."""
+    mime, attached = outbox_parts(request, message_id)
+    for part, data in attached:
+        part.set_payload(data)  # as the SDK's conversion sets it
+        # The SDK leaves attachment bytes raw, with no transfer encoding, which
+        # no file or transport keeps intact.
+        encoders.encode_base64(part)
+    return mime
+
+
+def outbox_parts(
+    request: Any, message_id: str | None
+) -> tuple[Message, list[tuple[Message, bytes]]]:
+    """outbox_message's message with empty attachment parts, each paired with its bytes.
+
+    For writing the outbox file with the base64 made as it is written
+    (flatten.Flattened).  The SDK converts the message without the attachments'
+    data: its part would hold them as a str (set_payload decodes bytes with
+    surrogateescape), twice their size once any byte is >= 0x80.
 
     The SDK's conversion has a known shape: multipart/mixed holding the body
     (one text part, or multipart/alternative) and then one part per attachment,
     in the request's order; that shape is used here rather than rediscovered.
     """
-    mime: Message = mail.mail_message_to_mime_message(request)
+    mime: Message = mail.mail_message_to_mime_message(_without_attachment_data(request))
     if request.Bcc:
         del mime["Bcc"]
     if not request.ReplyTo:
         del mime["Reply-To"]  # the SDK writes an empty one
     parts: list[Message] = mime.get_payload()  # type: ignore[assignment]
     body, *attached = parts
-    for part in attached:
-        # The SDK leaves attachment bytes raw, with no transfer encoding, which
-        # no file or transport keeps intact.
-        encoders.encode_base64(part)
     texts = [request.TextBody, request.AmpHtmlBody, request.HtmlBody]
     subtypes = ["plain", "x-amp-html", "html"]
     present = [i for i, field in enumerate(("TextBody", "AmpHtmlBody", "HtmlBody"))
@@ -58,7 +72,16 @@ def outbox_message(request: Any, message_id: str | None) -> Message:
     mime[ENVELOPE_HEADER] = ", ".join(envelope_recipients(request))
     if message_id:
         mime[MESSAGE_ID_HEADER] = message_id
-    return mime
+    return mime, [(part, a.Data) for part, a in zip(attached, request.Attachment, strict=True)]
+
+
+def _without_attachment_data(request: Any) -> Any:
+    """A copy of the MailMessage whose attachments have names but no data."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    for attachment in copy.Attachment:
+        attachment.ClearField("Data")
+    return copy
 
 
 def _unwrapped(mixed: Message, body: Message) -> Message:

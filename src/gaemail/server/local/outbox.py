@@ -2,6 +2,8 @@
 
 Delivery follows the Maildir protocol: write under tmp/, rename into new/, so
 a reader never sees half a message and a crash of the proxy leaves none behind.
+The message is written into the open file by the caller's function, in pieces:
+a 25 MB message need never be in memory whole.
 
 The fsync policy: with `fsync` (`gaemail serve --fsync`) the file is fsynced
 before the rename and new/ after it, so a message the proxy acknowledged
@@ -17,7 +19,9 @@ import itertools
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 _SUBDIRS = ("tmp", "new", "cur")
 
@@ -43,14 +47,17 @@ class Maildir:
         self._host = socket.gethostname().replace("/", r"\057").replace(":", r"\072")
         self._counter = itertools.count(1)
 
-    def deliver(self, data: bytes) -> Path:
-        """Store one message; returns its path under new/."""
+    def deliver(self, write: Callable[[BinaryIO], object]) -> Path:
+        """Store the message `write` writes into the file it is given; returns its path under new/.
+
+        If `write` raises, the file is removed and the exception propagates.
+        """
         name = self._unique_name()
         tmp = self.path / "tmp" / name
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                write(f)
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())

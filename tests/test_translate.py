@@ -601,3 +601,28 @@ def test_held_aside_runs_hold_only_lines_the_parser_takes_as_they_are() -> None:
                     assert not line.startswith((b" ", b"\t", b"-", b"From ")), raw
     assert held > 5_000
     assert inert > 500  # the messages that may enclose one were put to the test too
+
+
+def test_unnamed_enclosed_messages_reports_and_text_parts_travel_as_text() -> None:
+    inner = b"From: x@y.com\nSubject: inner\n\ninner body\n"
+    report = (
+        b"Reporting-MTA: dns; mx.example.org\n\n"
+        b"Final-Recipient: rfc822; a@example.com\nAction: failed\n"
+    )
+    raw = b"From: s@x.com\nTo: t@x.com\n" + _multipart(
+        b"Content-Type: text/plain\n\nsee below\n",
+        b"Content-Type: message/delivery-status\n\n" + report,
+        b"Content-Type: message/rfc822\n\n" + inner,
+        b"Content-Type: text/rfc822-headers\n\nFrom: x@y.com\n",
+        subtype="report; report-type=delivery-status",
+    )
+    fields = translate_message(raw).fields
+    assert fields["body"] == "see below\n"
+    status, enclosed, headers = fields["attachments"]
+    assert (headers.filename, headers.payload) == ("attachment3.txt", b"From: x@y.com\n")
+    assert status.filename == "attachment1.txt"
+    assert b"Final-Recipient: rfc822; a@example.com" in status.payload
+    assert b"Reporting-MTA: dns; mx.example.org" in status.payload
+    assert enclosed.filename == "attachment2.txt"
+    assert enclosed.payload == inner
+    _assert_same_reading(raw)

@@ -382,9 +382,17 @@ def _attachments(msg: Message, reading: Reading, bodies: list[Message], blobs: B
 
 
 def _default_filename(part: Message, number: int) -> str:
-    """A name for an unnamed part: the Mail API derives the MIME type from it."""
+    """A name for an unnamed part: the Mail API derives the MIME type from it.
+
+    The Mail API knows no type of enclosed message and few of text: a forwarded
+    message, a delivery report or the headers of a returned message (the parts
+    of every bounce Exim writes) travel as text attachments, their text intact,
+    rather than not at all.
+    """
     content_type = part.get_content_type()
     extension = _EXTENSIONS.get(content_type)
+    if extension is None and part.get_content_maintype() in ("message", "text"):
+        extension = "txt"
     if extension is None:
         raise MessageRefused(
             f"Attachment {number} ({content_type}) has no file name, and the Mail API"

@@ -70,6 +70,8 @@ def test_permanent_problems_are_400_naming_the_header(
         (b"good@example.org, other@[127.0.0.1]", "'other@[127.0.0.1]'"),
         (b"good@example.org, a@, b@", "'a@', 'b@'"),
         (b"good@example.org, John j@example.org", "'John j@example.org'"),
+        # Found by the longer fuzz run: the parser made up "b a"@b.org from this.
+        (b'a: ; b a@b.org "Doe, J" <j@x.org>', """'b a@b.org "Doe, J" <j@x.org>'"""),
     ],
 )
 def test_no_recipient_is_dropped_silently(post_message: PostMessage, to: bytes, named: str) -> None:

@@ -105,6 +105,6 @@ def _read_one(item: str, _header: str, written: str) -> str | None:
         return formataddr((name, addr)) if _LOCAL.fullmatch(addr) else None
     if not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
         return None
-    if local.startswith('"') and '"' not in written:
+    if local.startswith('"') and local not in written:
         return None  # "Name a@b" without brackets: the parser made up a quoted local part
     return formataddr((name, addr))

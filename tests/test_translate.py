@@ -638,3 +638,15 @@ def test_unnamed_enclosed_messages_reports_and_text_parts_travel_as_text() -> No
     assert enclosed.filename == "attachment2.txt"
     assert enclosed.payload == inner
     _assert_same_reading(raw)
+
+
+def test_a_subject_that_says_message_leaves_the_body_runs_alone() -> None:
+    # Only a Content-Type that may enclose a message makes colons and indented lines count.
+    log = b"".join(b"ERROR: job %d failed: see the message above\n  at line %d\n" % (i, i)
+                   for i in range(3_000))  # fmt: skip
+    raw = b"From: s@x.com\nTo: t@x.com\nSubject: Error message from cron\n\n" + log
+    assert Blobs(raw).runs == [(raw.index(log), len(raw))]
+    enclosing = raw.replace(b"Subject:", b"Content-Type: multipart/digest; boundary=b\nSubject:")
+    assert Blobs(enclosing).runs == []  # every line has a colon or leading white space
+    folded = raw.replace(b"Subject:", b"Content-Type:\n message/rfc822\nSubject:")
+    assert Blobs(folded).runs == []

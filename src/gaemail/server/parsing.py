@@ -60,8 +60,10 @@ def _feed(parser: BytesFeedParser, raw: bytes, start: int, end: int) -> None:
 # lookaheads in 3.11.)
 _EMPTY_LINE = re.compile(rb"\n\r?\n")
 _BODY_STOP = re.compile(rb"^--|\r(?!\n)", re.M)
-# A header that may make a body a message of its own (message/*, and the parts
-# of multipart/digest): then only the lines that are inert anywhere are taken.
+# A Content-Type that may make a body a message of its own (message/*, and the
+# parts of multipart/digest): then only the lines inert anywhere are taken.
+_CONTENT_TYPE = re.compile(rb"^content-type[ \t]*:", re.I | re.M)
+_FIELD_END = re.compile(rb"\n(?![ \t])")
 _ENCLOSING = re.compile(rb"message|digest", re.I)
 # What makes a line matter anywhere, headers included: empty, a colon, leading
 # white space, "From ", a leading "-", a lone CR.  Base64 has none of these.
@@ -81,7 +83,7 @@ def _body_runs(raw: bytes) -> list[tuple[int, int]] | None:
             break
         empty = _EMPTY_LINE.search(raw, at)
         start = empty.end() if empty else len(raw)
-        if _ENCLOSING.search(raw, at, start):
+        if _may_enclose(raw, at, start):
             return None
         found = _BODY_STOP.search(raw, start)
         if found is not None and raw[found.start()] == ord("-"):
@@ -92,6 +94,17 @@ def _body_runs(raw: bytes) -> list[tuple[int, int]] | None:
             runs.append((start, stop))
         at = stop
     return runs
+
+
+def _may_enclose(raw: bytes, start: int, end: int) -> bool:
+    """Whether a Content-Type field in raw[start:end] may name an enclosed message."""
+    for count, field in enumerate(_CONTENT_TYPE.finditer(raw, start, end)):
+        if count == _MAX_STOPS:
+            return True  # too many to read: assume the worst
+        stop = _FIELD_END.search(raw, field.end(), end)
+        if _ENCLOSING.search(raw, field.end(), stop.start() if stop else end):
+            return True
+    return False
 
 
 def _inert_runs(raw: bytes) -> list[tuple[int, int]]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 from google.appengine.api import api_base_pb2, apiproxy_stub_map, mail, mail_errors
@@ -45,27 +46,24 @@ def send_message(
     with _labelled(message_id):
         message = _construct(fields)
         if os.environ.get(SMTP_MODE_VARIABLE) == "true":
-            _send_by_smtp(message, fields, fallback_sender)
-            return
-        request = _request(message)
-        del message
-        for name in _CONTENTS:
-            fields.pop(name, None)  # type: ignore[misc]
+            # The SDK builds a MIME message of its own from the EmailMessage.
+            send_once: Callable[[], None] = partial(_sent, message)
+            resend: Callable[[str], None] = partial(_resent_by_smtp, fields)
+        else:
+            request = _request(message)
+            del message
+            for name in _CONTENTS:
+                fields.pop(name, None)  # type: ignore[misc]
+            send_once = partial(_call, request)
+            resend = partial(_resent, request, fields)
         try:
-            _call(request)
+            send_once()
             return
         except mail_errors.InvalidSenderError:
             if not fallback_sender or fields["sender"] == fallback_sender:
                 raise _sender_refusal(fields["sender"], fallback_sender) from None
         try:
-            mail.check_email_valid(fallback_sender, "sender")
-        except mail_errors.Error as exc:
-            raise refusal_for(exc) from exc
-        request.Sender = fallback_sender
-        if "reply_to" not in fields:
-            request.ReplyTo = fields["sender"]
-        try:
-            _call(request)
+            resend(fallback_sender)
         except mail_errors.InvalidSenderError:
             raise _sender_refusal(fallback_sender, fallback_sender) from None
 
@@ -116,20 +114,22 @@ def _call(request: Any) -> None:
         raise refusal_for(exc) from exc
 
 
-def _send_by_smtp(message: Any, fields: MailFields, fallback_sender: str | None) -> None:
-    """EmailMessage.send() in the SDK's SMTP mode, which builds the MIME message itself."""
+def _resent(request: Any, fields: MailFields, fallback_sender: str) -> None:
+    """`request` once more, from `fallback_sender`, the refused sender as Reply-To."""
     try:
-        _sent(message)
-        return
-    except mail_errors.InvalidSenderError:
-        if not fallback_sender or fields["sender"] == fallback_sender:
-            raise _sender_refusal(fields["sender"], fallback_sender) from None
+        mail.check_email_valid(fallback_sender, "sender")
+    except mail_errors.Error as exc:
+        raise refusal_for(exc) from exc
+    request.Sender = fallback_sender
+    if "reply_to" not in fields:
+        request.ReplyTo = fields["sender"]
+    _call(request)
+
+
+def _resent_by_smtp(fields: MailFields, fallback_sender: str) -> None:
     resent: MailFields = {**fields, "sender": fallback_sender}
     resent.setdefault("reply_to", fields["sender"])
-    try:
-        _sent(_construct(resent))
-    except mail_errors.InvalidSenderError:
-        raise _sender_refusal(fallback_sender, fallback_sender) from None
+    _sent(_construct(resent))
 
 
 def _sent(message: Any) -> None:

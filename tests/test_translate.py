@@ -650,3 +650,15 @@ def test_a_subject_that_says_message_leaves_the_body_runs_alone() -> None:
     assert Blobs(enclosing).runs == []  # every line has a colon or leading white space
     folded = raw.replace(b"Subject:", b"Content-Type:\n message/rfc822\nSubject:")
     assert Blobs(folded).runs == []
+
+
+def test_an_8bit_attachment_in_a_charset_that_cannot_decode_it_is_sent_as_bytes() -> None:
+    # Found by the longer fuzz run: get_payload() decoded it with punycode, which raised.
+    raw = (
+        b"From: a@b.org\r\nTo: a@b.org\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\n\r\nhello\r\n--B\r\nContent-Type: text/plain; charset=punycode\r\n\r\n"
+        b"Gr\xfc\xdfe\r\n--B--\r\n"
+    )
+    (attachment,) = translate_message(raw).fields["attachments"]
+    assert (attachment.filename, attachment.payload) == ("attachment1.txt", b"Gr\xfc\xdfe")
+    _assert_same_reading(raw)

@@ -411,7 +411,9 @@ def _data(part: Message, blobs: Blobs) -> bytes:
         if held is not None:
             return held
     blobs.restore(part)
-    payload = part.get_payload()
+    # As parsed: get_payload() would decode 8-bit text by the part's charset,
+    # and some codecs (punycode) raise on it.
+    payload = part._payload  # type: ignore[attr-defined]
     if isinstance(payload, str) and base64:
         # get_payload(decode=True) splits the payload into lines and joins them
         # again: three copies of a large attachment where the decoder needs one.

@@ -8,8 +8,10 @@ import email
 import io
 import os
 import random
+import re
 import sys
 import threading
+import tracemalloc
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -449,10 +451,11 @@ def test_an_attachment_is_held_once_as_the_requests_bytes() -> None:
     # Not also as the SDK's part payload: a str of up to twice the bytes' size.
     data = bytes(range(256)) * 100
     msg, raw = outbox_parts(_request(body="x", attachments=[mail.Attachment("a.pdf", data)]), None)
-    ((part, carried),) = raw
+    (text_part, text), (part, carried) = raw
     assert part.get_payload() == ""
     assert carried == data
     assert msg.get_payload(1) is part
+    assert (msg.get_payload(0), text_part.get_payload(), text) == (text_part, "", "x")
 
 
 def test_a_large_attachment_is_written_a_chunk_of_base64_at_a_time() -> None:
@@ -559,5 +562,254 @@ def test_a_write_failing_inside_an_attachment_delivers_nothing(
     assert list((tmp_path / "box" / "tmp").iterdir()) == []
     assert maildir.delivered() == []
     monkeypatch.setattr(base64, "encodebytes", encode)
+    message.send()  # the quota was given back
+    assert len(maildir.delivered()) == 1
+
+
+# -- streaming the texts: each text part's encoding made as it is written -------
+
+AMP = "<!doctype html><html ⚡4email><body>amp</body></html>"
+AMP_ASCII = AMP.replace("⚡", "amp")
+TEXT_SHAPES: dict[str, dict[str, object]] = {
+    "ascii": {"body": "Hello.\n"},
+    "no final newline": {"body": "no newline"},
+    "crlf": {"body": "one\r\ntwo\r\n\r\nthree\r\n"},
+    "lone cr, cr cr lf, lf cr": {"body": "a\rb\r\r\nc\n\rd\r"},
+    "empty": {"body": ""},
+    "utf-8": {"body": "Grüße\r\naus Köln, 世界 € 🙂\n"},
+    "utf-8 of 57 bytes": {"body": "ü" + "x" * 55},
+    "line of 998": {"body": "x" * 998 + "\r\nshort\n"},
+    "line of 999": {"body": "x" * 999},
+    "long line, crlf first": {"body": "a\r\n" + "y " * 600 + "\r\n.\r\nend\t \n=\r\r\n"},
+    "long line, lf first": {"body": "a\n" + "z" * 1200 + "\r\r\n=tab\there \n.\n \t"},
+    "html and text": {"body": "text", "html": "<p>html</p>"},
+    "html only, utf-8": {"html": "<p>Grüße</p>\r\n"},
+    "amp-html": {"body": "t\r\n", "html": "<p>h</p>", "amp_html": AMP},
+    "amp-html, long lines": {"body": "t" * 1000, "html": "<p>€</p>", "amp_html": AMP_ASCII * 30},
+    "html with a long line": {"body": "ü", "html": "<p>" + "w " * 700 + "</p>"},
+}
+ATTACHED = [mail.Attachment("a.pdf", bytes(range(256)))]
+
+
+def _outbox_bytes(request: Any, message_id: str | None = "<1@example.org>") -> bytes:
+    """as_bytes(outbox_message()), checked against the standard library's own as_bytes()."""
+    expected = _fixed(outbox_message(request, message_id))
+    data = flatten.as_bytes(expected)
+    assert data == expected.as_bytes()
+    return data
+
+
+@pytest.mark.parametrize("attached", [False, True], ids=["unwrapped", "with an attachment"])
+@pytest.mark.parametrize("shape", sorted(TEXT_SHAPES))
+def test_streamed_texts_are_what_as_bytes_writes(shape: str, attached: bool) -> None:
+    fields = TEXT_SHAPES[shape] | ({"attachments": ATTACHED} if attached else {})
+    request = _request(**fields)
+    assert _streamed(request, "<1@example.org>").getvalue() == _outbox_bytes(request)
+
+
+def test_text_shapes_have_the_encodings_they_are_meant_to() -> None:
+    # Each text encoding is covered, and the SDK's parts for them are what the shapes say.
+    def encodings(shape: str) -> list[str | None]:
+        msg = outbox_message(_request(**TEXT_SHAPES[shape]), None)
+        return [
+            part.get("Content-Transfer-Encoding") for part in msg.walk() if not part.is_multipart()
+        ]
+
+    assert encodings("crlf") == ["7bit"]
+    assert encodings("line of 998") == ["7bit"]
+    assert encodings("line of 999") == ["quoted-printable"]
+    assert encodings("utf-8") == ["base64"]
+    assert encodings("amp-html, long lines") == ["quoted-printable", "quoted-printable", "base64"]
+    amp = outbox_message(_request(**TEXT_SHAPES["amp-html"]), None)
+    subtypes = [part.get_content_type() for part in amp.walk() if not part.is_multipart()]
+    assert subtypes == ["text/plain", "text/x-amp-html", "text/html"]
+    assert [part.get_content_charset() for part in amp.walk()][1:] == ["utf-8"] * 3
+
+
+def _chunk_texts() -> dict[str, str]:
+    lines = "".join(f"{n}: \r\n\rline\r\r\n\n{'ü€🙂'[: n % 4]}\t .\r\n" for n in range(40))
+    ascii_lines = lines.encode("ascii", "ignore").decode("ascii")
+    return {
+        "7bit": ascii_lines,
+        "base64": lines,
+        "quoted-printable": ascii_lines + "x" * 1001,
+        "quoted-printable, lf first": "\n" + ascii_lines[:200] + "y" * 1001 + "\r\r\n",
+    }
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 56, 57, 58, 100])
+@pytest.mark.parametrize("kind", sorted(_chunk_texts()))
+def test_streamed_texts_are_the_same_at_any_chunk_edge(
+    kind: str, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small chunks put every edge everywhere: a CRLF split across one, a CR
+    # ending one, multibyte characters and base64's 57-byte lines across them.
+    text = _chunk_texts()[kind]
+    request = _request(body=text, html=text[::-1])
+    expected = _outbox_bytes(request)
+    msg = outbox_message(request, None)
+    encodings = [part.get("Content-Transfer-Encoding") for part in msg.walk()]
+    assert kind.split(",")[0] in encodings
+    monkeypatch.setattr(flatten, "_TEXT_CHUNK", size)
+    assert _streamed(request, "<1@example.org>").getvalue() == expected
+
+
+def test_a_large_text_is_written_a_chunk_at_a_time() -> None:
+    # A CRLF across the first chunk's edge, and several chunks for each encoding.
+    edge = flatten._TEXT_CHUNK - 1
+    lines = ("y" * 62 + "\r\n") * (edge // 64) + "z" * (edge % 64)
+    ascii_text = lines + "\r\n" + "line\r\n" * flatten._TEXT_CHUNK
+    for text, encoding in (
+        (ascii_text, "7bit"),
+        (ascii_text.replace("line", "lüne"), "base64"),
+        (ascii_text + "q" * 1000, "quoted-printable"),
+    ):
+        request = _request(body=text)
+        assert outbox_message(request, None)["Content-Transfer-Encoding"] == encoding
+        out = _streamed(request, None)
+        assert out.getvalue() == _outbox_bytes(request, None)
+        assert len(out.sizes) > 6
+        assert max(out.sizes) < 2 * flatten._TEXT_CHUNK
+
+
+def test_a_text_is_carried_as_the_requests_text() -> None:
+    text = "Grüße\n" * 1000
+    msg, carried = outbox_parts(_request(body=text, html="<p>h</p>"), None)
+    assert carried == [(msg.get_payload(0), text), (msg.get_payload(1), "<p>h</p>")]
+    assert [part.get_payload() for part, _ in carried] == ["", ""]
+
+
+def test_the_stub_holds_a_text_about_once() -> None:
+    # The text's str as the protobuf makes it from its UTF-8 (decoding
+    # non-ASCII costs more than the str), and then a few chunks: the SDK's
+    # MIMEText and the generator held the text five times and more.
+    size = 8_000_000
+
+    class Sink(io.RawIOBase):
+        def write(self, data: Buffer) -> int:
+            return len(memoryview(data))
+
+    def peak(work: Callable[..., object], *args: object) -> int:
+        tracemalloc.start()
+        try:
+            work(*args)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    def write(request: Any) -> None:
+        flatten.Flattened(*outbox_parts(request, None)).write(Sink())
+
+    for body in ("line\r\n" * (size // 6), "Grüße\r\n" * (size // 7), ("x" * 999 + "\n") * 8000):
+        request = _request(body=body)
+        del body
+        decoding = peak(getattr, request, "TextBody")
+        written = peak(write, request)
+        assert decoding >= size
+        assert written < decoding + size / 2
+
+
+def test_a_text_the_protobuf_cannot_decode_is_base64_as_the_sdk_writes_it() -> None:
+    # No str with surrogates reaches the stub: the protobuf refuses to hold one.
+    # Parsed, a text that is not UTF-8 comes as bytes; the SDK's MIMEText holds
+    # it with surrogates and base64-encodes it as it is.
+    with pytest.raises(UnicodeEncodeError):
+        _request(body="a\udcff")
+    request = _request(body="x")
+    data = request.SerializeToString().replace(b"\x3a\x01x", b"\x3a\x04a\xff\xfe\n")
+    request.ParseFromString(data)
+    assert request.TextBody == b"a\xff\xfe\n"
+    assert _streamed(request, None).getvalue() == _outbox_bytes(request, None)
+
+
+def test_a_long_line_is_found_as_the_regex_finds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    regex = re.compile(r"[^\r\n]{999}")
+    texts = [
+        "x" * 998,
+        "x" * 999,
+        "a\r\n" + "x" * 998 + "\r\n" + "y" * 998,
+        "a\r" + "x" * 999 + "\nb",
+        "\n".join(["x" * 500] * 3),
+        "x" * 500 + "\r" + "x" * 500,
+        "\r\n" * 600 + "x" * 998 + "\r" + "x" * 999,
+        "".join(f"{n}\r\n" for n in range(1000)) + "t" * 999,
+        "x" * 500 + "\x0b\x0c\x1c\x1d\x1e" + "x" * 500,  # line breaks to str.splitlines only
+    ]
+    for chunk in (1, 2, 7, 998, 999, 1000, 1 << 18):
+        monkeypatch.setattr(mime, "_LINE_CHUNK", chunk)
+        for text in texts:
+            assert mime.has_long_line(text) == bool(regex.search(text)), (chunk, text[:20])
+
+
+@pytest.mark.parametrize(
+    ("fields", "suffix"),
+    [
+        ({"body": "x\r\n--{taken}\r\n", "html": "<p>h</p>"}, ".0"),
+        ({"body": "ü", "html": "--{taken}--"}, ".0"),
+        # Quoted-printable writes each "=" as "=3D": the boundary is not in the text written.
+        ({"body": "--{taken}\n" + "x" * 1000, "html": "ü"}, ""),
+        ({"body": "--{taken}\n" + "x" * 1000, "attachments": ATTACHED}, ""),
+    ],
+)
+def test_a_boundary_in_a_streamed_text_is_not_used(
+    fields: dict[str, Any], suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same draws as as_bytes() makes, and the same boundaries: when the
+    # first draw is in a 7bit text, the text is made whole for the generator.
+    monkeypatch.setattr(mime, "formatdate", lambda localtime: DATE)
+    width = len(repr(sys.maxsize - 1))
+    taken = "=" * 15 + f"{1:0{width}d}" + "=="
+    fields = {name: value.format(taken=taken) if isinstance(value, str) else value
+              for name, value in fields.items()}  # fmt: skip
+    request = _request(**fields)
+
+    def draws() -> Iterator[int]:
+        tokens = iter([1, 1, 3, 4, 5])
+        monkeypatch.setattr(random, "randrange", lambda _: next(tokens))
+        return tokens
+
+    left = draws()
+    written = _streamed(request, None, fix=False).getvalue()
+    left_streamed = list(left)
+    left = draws()
+    assert written == flatten.as_bytes(outbox_message(request, None))
+    assert left_streamed == list(left)
+    assert f'boundary="{taken}{suffix}"'.encode() in written
+
+
+@pytest.mark.parametrize(
+    ("body", "failing"),
+    [
+        ("line\r\n" * 200_000, "_newlines"),
+        (("x" * 999 + "\n") * 1000, "_newlines"),
+        ("Grüße\r\n" * 200_000, "encodebytes"),
+    ],
+    ids=["7bit", "quoted-printable", "base64"],
+)
+def test_a_write_failing_inside_a_text_delivers_nothing(
+    body: str, failing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quota = DailyQuota(1)
+    maildir = Maildir(tmp_path / "box")
+    install_stubs(maildir, rules=LocalRules(quota=quota))
+    module: Any = flatten if failing == "_newlines" else base64
+    original = getattr(module, failing)
+    calls: list[int] = []
+
+    def disk_full_after_two_chunks(data: Buffer) -> bytes:
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        calls.append(len(memoryview(data)))
+        result: bytes = original(data)
+        return result
+
+    monkeypatch.setattr(module, failing, disk_full_after_two_chunks)
+    message = mail.EmailMessage(sender="s@example.org", to="t@example.org", body=body)
+    with pytest.raises(OSError, match="No space"):
+        message.send()
+    assert len(calls) == 2 and sum(calls) < len(body)  # it failed inside the text
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []
+    assert maildir.delivered() == []
+    monkeypatch.setattr(module, failing, original)
     message.send()  # the quota was given back
     assert len(maildir.delivered()) == 1

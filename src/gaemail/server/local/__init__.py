@@ -70,7 +70,7 @@ class OutboxMailStub(mail_stub.MailServiceStub):  # type: ignore[misc]
     def _Dynamic_Send(self, request: Any, response: Any) -> None:
         self._ValidateExtensions(request)  # the SDK stub's own check
         self.rules.check_request(request)
-        # Written as it is flattened: the attachments' bytes are the one copy held.
+        # Written as it is flattened: the texts and attachment bytes are the one copy held.
         message = Flattened(*outbox_parts(request, ORIGINAL_MESSAGE_ID.get()))
         if self.rules.strict:
             check_header_lines(message.head)

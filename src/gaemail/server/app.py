@@ -20,6 +20,7 @@ from gaemail.protocol import v2
 from gaemail.server import relay_v2
 from gaemail.server.config import ServerConfig
 from gaemail.server.logline import log_v1, log_v2
+from gaemail.server.memory import return_large_buffers
 from gaemail.server.refusals import Misconfigured, Refusal, RequestRefused, TooLarge
 from gaemail.server.relay import Outcome, Relay
 
@@ -37,6 +38,7 @@ def create_app(config: ServerConfig | None = None, *, mail_service: str = "mail-
     """A new proxy app; without `config`, settings come from the environment, read now."""
     if config is None:
         config = ServerConfig.load(None, os.environ)
+    return_large_buffers()
     app = Flask(__name__)
     # Werkzeug answers 413 past this size before reading the body.
     app.config["MAX_CONTENT_LENGTH"] = protocol.MAX_REQUEST_BYTES

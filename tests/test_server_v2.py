@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from google.appengine.api import datastore
 from google.appengine.runtime import apiproxy_errors
 
 from gaemail import protocol
 from gaemail.protocol import v1, v2
-from gaemail.server import ServerConfig
+from gaemail.server import ServerConfig, idempotency
 from gaemail.server.app import RELAY_V2_EXTENSION
 from gaemail.server.local import create_local_app
 from gaemail.server.relay_v2 import RelayV2
@@ -78,9 +79,7 @@ class Proxy:
 
 
 def build(outbox: Path, config: ServerConfig, clock: Callable[[], float]) -> Flask:
-    app = create_local_app(config, outbox)
-    app.extensions[RELAY_V2_EXTENSION] = RelayV2(config, clock=clock, mail_service="local-stub")
-    return app
+    return create_local_app(config, outbox, clock=clock)
 
 
 @pytest.fixture
@@ -277,6 +276,24 @@ def test_replay_after_a_restart_is_not_sent_again(tmp_path: Path, v2_config: Ser
     response = restarted.send()
     assert response.status_code == 204
     assert response.headers[v2.H_REPLAYED] == "true"
+    assert restarted.sent == []
+
+
+def test_a_restart_forgets_the_records_past_their_retention(
+    tmp_path: Path, v2_config: ServerConfig
+) -> None:
+    # What App Engine's TTL policy does; the local file would otherwise only grow.
+    clock = Clock()
+    first = Proxy(tmp_path / "outbox", v2_config, clock)
+    assert first.send().status_code == 204
+    assert first.send(idem="another-key-of-sixteen").status_code == 204
+    clock.now += v2_config.idempotency_seconds - 10
+    assert first.send(idem="a-newer-key-of-sixteen").status_code == 204
+    clock.now += 20  # the first two are past their retention, the third is not
+    restarted = Proxy(tmp_path / "outbox", v2_config, clock)
+    records = datastore.Query(idempotency.KIND, namespace=idempotency.NAMESPACE)
+    assert records.Count() == 1
+    assert restarted.send(idem="a-newer-key-of-sixteen").headers[v2.H_REPLAYED] == "true"
     assert restarted.sent == []
 
 

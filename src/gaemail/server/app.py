@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import TextIO
 
 from flask import Flask, Response, current_app, request
@@ -34,7 +36,12 @@ log = logging.getLogger(LOGGER_NAME)
 _HANDLER_NAME = "gaemail.server.requests"
 
 
-def create_app(config: ServerConfig | None = None, *, mail_service: str = "mail-api") -> Flask:
+def create_app(
+    config: ServerConfig | None = None,
+    *,
+    mail_service: str = "mail-api",
+    clock: Callable[[], float] = time.time,
+) -> Flask:
     """A new proxy app; without `config`, settings come from the environment, read now."""
     if config is None:
         config = ServerConfig.load(None, os.environ)
@@ -43,7 +50,9 @@ def create_app(config: ServerConfig | None = None, *, mail_service: str = "mail-
     # Werkzeug answers 413 past this size before reading the body.
     app.config["MAX_CONTENT_LENGTH"] = protocol.MAX_REQUEST_BYTES
     app.extensions[RELAY_EXTENSION] = Relay(config)
-    app.extensions[RELAY_V2_EXTENSION] = relay_v2.RelayV2(config, mail_service=mail_service)
+    app.extensions[RELAY_V2_EXTENSION] = relay_v2.RelayV2(
+        config, clock=clock, mail_service=mail_service
+    )
     app.add_url_rule("/", "uptime", uptime, methods=["GET"])
     app.add_url_rule("/", "relay", relay_request, methods=["POST"])
     app.add_url_rule(v2.SEND_PATH, "v2_send", v2_send, methods=["POST"])

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.appengine.api import datastore, datastore_errors, datastore_file_stub, datastore_types
+from google.appengine.datastore import datastore_stub_util
 from google.appengine.runtime import apiproxy_errors
 
 KIND = "GaemailIdempotency"
@@ -103,6 +104,20 @@ class IdempotencyStore:
         record = Record(DONE, fingerprint, now, now + self.retention, status, answer)
         _put(_entity_name(principal, key), record)
 
+    def forget_expired(self) -> int:
+        """Delete the records past their retention; returns how many.
+
+        App Engine's Datastore does this with a TTL policy; the local stub has
+        none, and its file, rewritten whole at every commit, would only grow.
+        """
+        query = datastore.Query(
+            KIND, {"expires_at <": self.clock()}, keys_only=True, namespace=NAMESPACE
+        )
+        expired = list(query.Run())
+        if expired:
+            datastore.Delete(expired)
+        return len(expired)
+
     def release(self, principal: str, key: str) -> None:
         """Forget a claim whose send failed for now: the retry must be free to send."""
         datastore.Delete(_key(_entity_name(principal, key)))
@@ -146,12 +161,14 @@ def _put(name: str, record: Record) -> None:
 
 
 class PersistentDatastoreStub(datastore_file_stub.DatastoreFileStub):  # type: ignore[misc]
-    """The SDK's file-backed datastore stub, written out after every change, not at exit.
+    """The SDK's file-backed datastore stub, its file written at every commit, not at exit.
 
-    The stub itself saves only when the process exits cleanly; a killed
-    `gaemail serve` would forget every record.  Each write rewrites the whole
-    file (atomically: a temporary file renamed over it), so its cost grows with
-    the records held: fine for a local proxy, which is why App Engine uses Datastore.
+    With the master/slave consistency policy a commit applies at once, and the
+    stub writes its file as it applies one (a Put outside a transaction commits
+    too), so a killed `gaemail serve` keeps every record it answered with; it
+    is not asked to write at exit.  Each write rewrites the whole file
+    (atomically: a temporary file renamed over it), so its cost grows with the
+    records held: fine for a local proxy, which is why App Engine uses Datastore.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
@@ -164,6 +181,7 @@ class PersistentDatastoreStub(datastore_file_stub.DatastoreFileStub):  # type: i
                 LOCAL_APP_ID,
                 os.fspath(path) if path is not None else "/dev/null",
                 use_atexit=False,
+                consistency_policy=datastore_stub_util.MasterSlaveConsistencyPolicy(),
             )
         finally:
             stub_log.setLevel(level)
@@ -177,13 +195,6 @@ class PersistentDatastoreStub(datastore_file_stub.DatastoreFileStub):  # type: i
             if os.fstat(f.fileno()).st_size == 0:
                 return []
             return pickle.load(f, encoding="bytes")  # noqa: S301 - our own file
-
-    def MakeSyncCall(
-        self, service: str, call: str, request: Any, response: Any, request_id: Any = None
-    ) -> None:
-        super().MakeSyncCall(service, call, request, response, request_id)
-        if call in ("Put", "Delete", "Commit"):
-            self.Write()
 
 
 def use_local_app_id() -> None:

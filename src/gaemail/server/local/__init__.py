@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -18,13 +20,14 @@ from google.appengine.api import apiproxy_stub_map, mail, mail_stub
 from google.appengine.api.memcache import memcache_stub
 
 from gaemail.errors import ConfigurationError
-from gaemail.server.app import create_app, log_requests_to
+from gaemail.server.app import RELAY_V2_EXTENSION, create_app, log_requests_to
 from gaemail.server.config import ServerConfig
 from gaemail.server.idempotency import PersistentDatastoreStub, use_local_app_id
 from gaemail.server.local.flatten import Flattened
 from gaemail.server.local.mime import envelope_recipients, outbox_message, outbox_parts
 from gaemail.server.local.outbox import Maildir
 from gaemail.server.local.rules import LocalRules, check_header_lines
+from gaemail.server.relay_v2 import RelayV2
 from gaemail.server.sending import ORIGINAL_MESSAGE_ID
 
 OUTBOX_VARIABLE = "GAEMAIL_OUTBOX"
@@ -152,16 +155,21 @@ def create_local_app(
     keep: int = KEEP_FOR_TESTS,
     rules: LocalRules | None = None,
     fsync: bool = True,
+    clock: Callable[[], float] = time.time,
 ) -> Flask:
     """The proxy app on local stubs, delivering into the Maildir at `outbox_dir` (if any).
 
     The stubs are process-wide, so the app built last receives every send.  The
     app is not wrapped with wrap_wsgi_app: locally that would trust client-sent
     X-AppEngine-* headers.  `app.extensions["mail_stub"]` is the mail stub.
+    The idempotency records past their retention are deleted as the app starts,
+    as App Engine's TTL policy deletes them.
     """
-    app = create_app(config, mail_service="local-stub")
+    app = create_app(config, mail_service="local-stub", clock=clock)
     outbox = Maildir(outbox_dir, fsync=fsync) if outbox_dir is not None else None
     stub = install_stubs(outbox, keep=keep, rules=rules)
+    relay: RelayV2 = app.extensions[RELAY_V2_EXTENSION]
+    relay.store.forget_expired()
     app.extensions[MAIL_STUB_EXTENSION] = stub
     app.extensions[MEMCACHE_STUB_EXTENSION] = apiproxy_stub_map.apiproxy.GetStub("memcache")
     return app

@@ -25,7 +25,7 @@ from gaemail.server import ServerConfig, parsing
 from gaemail.server.local import create_local_app
 from gaemail.server.refusals import MessageRefused
 from gaemail.server.translate import translate_message
-from test_translate import assert_held_aside_parse_is_the_same
+from parse_support import assert_held_aside_parse_is_the_same
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient

@@ -8,8 +8,7 @@ import random
 from collections.abc import Callable
 from email import policy
 from email.header import decode_header, make_header
-from email.message import EmailMessage, Message
-from functools import partial
+from email.message import EmailMessage
 
 import pytest
 from google.appengine.api import mail
@@ -17,7 +16,7 @@ from google.appengine.api import mail
 from gaemail import protocol
 from gaemail.server import parsing
 from gaemail.server.headers import decoded_header
-from gaemail.server.parsing import Blobs, parse_bytes, raised_in_email_package
+from gaemail.server.parsing import Blobs
 from gaemail.server.refusals import MessageRefused
 from gaemail.server.translate import (
     Translation,
@@ -25,6 +24,7 @@ from gaemail.server.translate import (
     translate_message,
     translate_modern,
 )
+from parse_support import assert_held_aside_parse_is_the_same
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) + b"\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(64)
@@ -492,40 +492,6 @@ def test_random_header_values_decode_as_the_modern_policy_says() -> None:
 # the rest (gaemail.server.parsing.Blobs).  With every run held aside, however
 # short, the parse and the translation must be what the parser alone gives.
 # ---------------------------------------------------------------------------
-
-
-def _tree(msg: Message) -> list[object]:
-    """Everything the parser decided about `msg`, part by part, comparable."""
-    return [
-        (
-            part.get_content_type(),
-            part.raw_items() and list(part.raw_items()),
-            part._payload if not part.is_multipart() else len(part._payload),  # type: ignore[attr-defined]
-            part.preamble,
-            part.epilogue,
-            [type(defect) for defect in part.defects],
-        )
-        for part in msg.walk()
-    ]
-
-
-def _parsed(parse: Callable[[], Message], restore: Callable[[Message], None]) -> object:
-    """The tree of what `parse` gives, or the type the email package raised."""
-    try:
-        msg = parse()
-        restore(msg)
-        return _tree(msg)
-    except Exception as exc:
-        if not raised_in_email_package(exc):
-            raise
-        return type(exc)
-
-
-def assert_held_aside_parse_is_the_same(raw: bytes) -> None:
-    for parse_policy in (policy.compat32, policy.default):
-        blobs = Blobs(raw, minimum=1)
-        held_aside = _parsed(partial(blobs.parse, parse_policy), blobs.restore_all)
-        assert held_aside == _parsed(partial(parse_bytes, raw, parse_policy), lambda _: None)
 
 
 def _every_message() -> list[bytes]:

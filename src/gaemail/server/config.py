@@ -158,9 +158,7 @@ def parse_principals(value: str) -> tuple[tuple[str, str], ...]:
 
 def _pairs(variable: str, value: str) -> list[tuple[str, str]]:
     found = []
-    for word in re.split(r"[\s,]+", value.strip()):
-        if not word:
-            continue
+    for word in _words(value):
         name, equals, setting = word.partition("=")
         if not (equals and name and setting):
             raise ConfigurationError(f"{variable}: {word[:40]!r} is not of the form name=value")
@@ -175,7 +173,12 @@ def switched_on(environ: Mapping[str, str], name: str) -> bool:
 
 def parse_key_list(value: str) -> tuple[bytes, ...]:
     """Keys from one environment value, separated by whitespace or commas."""
-    return tuple(key.encode("utf-8") for key in re.split(r"[\s,]+", value) if key)
+    return tuple(key.encode("utf-8") for key in _words(value))
+
+
+def _words(value: str) -> list[str]:
+    """The words of one environment value, separated by whitespace or commas."""
+    return [word for word in re.split(r"[\s,]+", value) if word]
 
 
 def read_key_file(path: str | os.PathLike[str], *, missing_ok: bool = False) -> tuple[bytes, ...]:

@@ -5,13 +5,16 @@ header, and linear but large in parameters, parts and recipients.  `check_shape`
 scans the raw bytes with a few regular expressions (linear, no header decoded)
 and refuses a message over any limit, naming the limit, before the parser runs.
 Its counts are upper bounds: a message under them cannot make the parse costly.
+`check_parsed_lines` follows once the runs of lines the parser will take whole
+are known (gaemail.server.parsing.Blobs), still before the parse.
 """
 
 from __future__ import annotations
 
 import re
 
-from gaemail.server.config import Limits
+from gaemail.server.config import PARSED_LINE_BYTES, Limits
+from gaemail.server.parsing import Blobs
 from gaemail.server.refusals import MessageRefused
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -141,6 +144,22 @@ def _check_part_header(raw: bytes, line_end: int, limits: Limits, number: int) -
             _check_size(inner_end - body.end(), limits, f"Part {number}'s enclosed message header")
             inner = raw[body.end() : inner_end]
             check_header_block(inner, limits, f"Part {number}'s enclosed message header")
+
+
+def check_parsed_lines(blobs: Blobs, limits: Limits) -> None:
+    """Refuses a message whose lines the parser would read one by one past max_parsed_lines.
+
+    Counted once the long runs of body lines are known (parsing.Blobs): those
+    the parser takes whole cost it nothing per line.
+    """
+    allowed = limits.max_parsed_lines + len(blobs.raw) // PARSED_LINE_BYTES
+    lines = blobs.parsed_lines()
+    if lines > allowed:
+        raise MessageRefused(
+            f"The message has {lines} lines the parser reads one by one (headers,"
+            " delimiters, and short lines among them); this proxy takes at most"
+            f" {allowed} for its size (limit max_parsed_lines)"
+        )
 
 
 def _too_many_parts(count: int, limits: Limits) -> MessageRefused:

@@ -29,8 +29,9 @@ from google.appengine.api import mail
 
 from gaemail import protocol
 from gaemail.server.addresses import read_addresses
-from gaemail.server.config import PARSED_LINE_BYTES, Limits
+from gaemail.server.config import Limits
 from gaemail.server.headers import decoded_header
+from gaemail.server.limits import check_parsed_lines
 from gaemail.server.parsing import (
     NON_ASCII,
     SURROGATE,
@@ -119,23 +120,12 @@ def translate_message(
     """
     with parser_errors_refused():
         blobs = Blobs(raw)
-        _check_parsed_lines(blobs, limits)
+        check_parsed_lines(blobs, limits)
         plain = _parse_plain(blobs)
         if plain is None:
             msg = blobs.parse(policy.default)
             return _translate(msg, MODERN, blobs, fallback_sender, envelope)
         return _translate(plain, PLAIN, blobs, fallback_sender, envelope)
-
-
-def _check_parsed_lines(blobs: Blobs, limits: Limits) -> None:
-    allowed = limits.max_parsed_lines + len(blobs.raw) // PARSED_LINE_BYTES
-    lines = blobs.parsed_lines()
-    if lines > allowed:
-        raise MessageRefused(
-            f"The message has {lines} lines the parser reads one by one (headers,"
-            " delimiters, and short lines among them); this proxy takes at most"
-            f" {allowed} for its size (limit max_parsed_lines)"
-        )
 
 
 def translate_modern(raw: bytes, *, fallback_sender: str | None = None) -> Translation:
